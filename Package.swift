@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Raha",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "raha", targets: ["raha"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // Pure wire formats and protocol state machines: bytes in, bytes out, no I/O.
+        .target(
+            name: "RahaWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
+        // Censor detectors as pure functions (and later the namespace lab).
+        .target(name: "RahaLab", dependencies: ["RahaWire"]),
+        // Transports: thin SwiftNIO adapters over RahaWire.
+        .target(
+            name: "RahaTransport",
+            dependencies: [
+                "RahaWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Local fronts (SOCKS5 + HTTP on one port) and the dialer.
+        .target(name: "RahaProxy", dependencies: ["RahaTransport"]),
+        // The bridge service: listeners, exit policy, key storage.
+        .target(name: "RahaBridge", dependencies: ["RahaTransport"]),
+        // libqrencode from Debian (libqrencode-dev) for terminal QR codes.
+        .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
+        .executableTarget(
+            name: "raha",
+            dependencies: [
+                "RahaProxy", "RahaBridge", "RahaLab", "CQREncode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
+        .testTarget(name: "RahaLabTests", dependencies: ["RahaLab"]),
+        .testTarget(
+            name: "RahaIntegrationTests",
+            dependencies: ["RahaProxy", "RahaBridge"]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,2 @@
+// Censor detectors live here as pure functions over observed bytes.
+import RahaWire
