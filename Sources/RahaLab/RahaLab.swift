@@ -1,2 +1,1 @@
-// Censor detectors live here as pure functions over observed bytes.
-import RahaWire
+// RahaLab: censor detectors as pure functions over observed bytes (and later the namespace lab).
