@@ -19,6 +19,7 @@ let package = Package(
             name: "RahaWire",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ]
@@ -41,15 +42,17 @@ let package = Package(
         .target(name: "RahaBridge", dependencies: ["RahaTransport"]),
         // libqrencode from Debian (libqrencode-dev) for terminal QR codes.
         .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
+        .target(name: "RahaQR", dependencies: ["CQREncode"]),
         .executableTarget(
             name: "raha",
             dependencies: [
-                "RahaProxy", "RahaBridge", "RahaLab", "CQREncode",
+                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab"]),
+        .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
         .testTarget(
             name: "RahaIntegrationTests",
             dependencies: ["RahaProxy", "RahaBridge"]

@@ -175,8 +175,14 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             text = text[...lastColon]
             if text.hasSuffix(":") && !text.hasSuffix("::") { text = text.dropLast() }
         }
-        let halves = text.components(separatedBy: "::")
-        guard halves.count <= 2 else { return nil }
+        var halves: [String] = []
+        if let r = text.firstRange(of: "::") {
+            let rest = text[r.upperBound...]
+            guard rest.firstRange(of: "::") == nil else { return nil }
+            halves = [String(text[..<r.lowerBound]), String(rest)]
+        } else {
+            halves = [String(text)]
+        }
         func groups(_ part: String) -> [UInt16]? {
             if part.isEmpty { return [] }
             var result: [UInt16] = []

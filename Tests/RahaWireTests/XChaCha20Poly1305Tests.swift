@@ -125,15 +125,3 @@ import Testing
         expectMalformed("open, empty") { try XChaCha20Poly1305.open([], key: key, nonce: nonce) }
     }
 }
-
-private func hex(_ text: String) -> [UInt8] {
-    precondition(text.utf8.count % 2 == 0, "odd-length hex literal")
-    var out = [UInt8]()
-    var index = text.startIndex
-    while index < text.endIndex {
-        let next = text.index(index, offsetBy: 2)
-        out.append(UInt8(text[index..<next], radix: 16)!)
-        index = next
-    }
-    return out
-}

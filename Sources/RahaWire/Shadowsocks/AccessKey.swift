@@ -82,7 +82,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             guard !encoded.isEmpty else {
                 throw WireError.badKey("the access key is empty after ss://: expected ss://BASE64(method:password)@host:port")
             }
-            guard let decodedBytes = Base64Text.decode(ShadowsocksKey.percentDecodedEquals(encoded)),
+            guard let decodedBytes = Base64.decode(ShadowsocksKey.percentDecodedEquals(encoded)),
                   let decoded = String(validatingUTF8Bytes: decodedBytes) else {
                 throw WireError.badKey("the access key has no @ before the server and is not base64 of method:password@host:port either: expected ss://BASE64(method:password)@host:port")
             }
@@ -160,7 +160,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             out += ":"
             out += ShadowsocksKey.percentEncode(Array(password.utf8))
         } else {
-            out += Base64Text.encode(Array("\(method.rawValue):\(password)".utf8), urlSafe: true, padded: false)
+            out += Base64.encode(Array("\(method.rawValue):\(password)".utf8), urlSafe: true, padded: false)
         }
         out += "@"
         switch server.host {
@@ -180,7 +180,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
     /// The pre-shared key bytes for a 2022 method; nil for legacy methods.
     public var decodedPSK: [UInt8]? {
         guard method.is2022 else { return nil }
-        return Base64Text.decode(Substring(password))
+        return Base64.decode(Substring(password))
     }
 
     // MARK: Generation
@@ -195,9 +195,9 @@ public struct ShadowsocksKey: Hashable, Sendable {
         var rng = SystemRandomNumberGenerator()
         let password: String
         if method.is2022 {
-            password = Base64Text.encode(randomBytes(method.keyLength, using: &rng), urlSafe: false, padded: true)
+            password = Base64.encode(randomBytes(method.keyLength, using: &rng), urlSafe: false, padded: true)
         } else {
-            password = Base64Text.encode(randomBytes(18, using: &rng), urlSafe: true, padded: false)
+            password = Base64.encode(randomBytes(18, using: &rng), urlSafe: true, padded: false)
         }
         let chosenPrefix = prefix ?? (method.is2022 ? [] : defaultPrefix(for: method, using: &rng))
         precondition(chosenPrefix.count <= method.saltLength,
@@ -253,7 +253,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             if password.contains(":") {
                 throw WireError.badKey("multi-user 2022 keys (iPSK:uPSK, SIP023) are not supported yet: use a single-user key, base64 of \(method.keyLength) bytes")
             }
-            guard let psk = Base64Text.decode(Substring(password)) else {
+            guard let psk = Base64.decode(Substring(password)) else {
                 throw WireError.badKey("the \(method.rawValue) key is not base64: it must be base64 of exactly \(method.keyLength) bytes, e.g. from `openssl rand -base64 \(method.keyLength)`")
             }
             guard psk.count == method.keyLength else {
@@ -276,7 +276,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             let methodText = String(decoding: percentDecode(userinfo[..<colon], plusIsSpace: false), as: UTF8.self)
             let passwordText = String(decoding: percentDecode(userinfo[userinfo.index(after: colon)...], plusIsSpace: false), as: UTF8.self)
             return (try ShadowsocksMethod(name: methodText), passwordText)
-        } else if let bytes = Base64Text.decode(percentDecodedEquals(userinfo)), let text = String(validatingUTF8Bytes: bytes) {
+        } else if let bytes = Base64.decode(percentDecodedEquals(userinfo)), let text = String(validatingUTF8Bytes: bytes) {
             credentials = text
         } else {
             throw WireError.badKey("the part before the @ is neither base64 of method:password nor method:password: expected ss://BASE64(method:password)@host:port or ss://method:password@host:port")
@@ -449,67 +449,3 @@ fileprivate extension String {
 }
 
 /// Base64 (RFC 4648) in both alphabets, without Foundation.
-fileprivate enum Base64Text {
-    static let standard = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-    static let urlSafe = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-
-    static func encode(_ bytes: [UInt8], urlSafe: Bool, padded: Bool) -> String {
-        let alphabet = urlSafe ? Base64Text.urlSafe : Base64Text.standard
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var i = 0
-        while i + 3 <= bytes.count {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-            out += [alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], alphabet[Int(n & 63)]]
-            i += 3
-        }
-        let rest = bytes.count - i
-        if rest == 1 {
-            let n = UInt32(bytes[i]) << 16
-            out += [alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)]]
-            if padded { out += Array("==".utf8) }
-        } else if rest == 2 {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-            out += [alphabet[Int(n >> 18 & 63)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)]]
-            if padded { out.append(UInt8(ascii: "=")) }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Decodes either alphabet (not mixed), padding optional but correct if present.
-    /// Returns nil for anything else.
-    static func decode(_ text: Substring) -> [UInt8]? {
-        var symbols = Array(text.utf8)
-        var padding = 0
-        while symbols.last == UInt8(ascii: "=") { symbols.removeLast(); padding += 1 }
-        guard padding <= 2, !symbols.isEmpty, symbols.count % 4 != 1 else { return nil }
-        if padding > 0 && (symbols.count + padding) % 4 != 0 { return nil }
-        let hasStandard = symbols.contains { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "/") }
-        let hasURLSafe = symbols.contains { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
-        if hasStandard && hasURLSafe { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(symbols.count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for c in symbols {
-            let v: UInt32
-            switch c {
-            case 0x41...0x5A: v = UInt32(c - 0x41)
-            case 0x61...0x7A: v = UInt32(c - 0x61 + 26)
-            case 0x30...0x39: v = UInt32(c - 0x30 + 52)
-            case UInt8(ascii: "+"), UInt8(ascii: "-"): v = 62
-            case UInt8(ascii: "/"), UInt8(ascii: "_"): v = 63
-            default: return nil
-            }
-            accumulator = accumulator << 6 | v
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
-            }
-        }
-        // Like most decoders, ignore non-zero leftover bits in the last symbol.
-        return out
-    }
-}

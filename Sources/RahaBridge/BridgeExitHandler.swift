@@ -1,0 +1,80 @@
+import Logging
+import NIOCore
+import RahaTransport
+import RahaWire
+
+/// Sits after a transport's server codec on the bridge: when the codec
+/// reports the client's request, connects the exit and joins the two.
+///
+/// While connecting it stops reading from the client and holds what has
+/// already arrived (at most one read), so nothing is lost and nothing grows.
+final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private enum State {
+        case awaitingRequest
+        case connecting(pending: [ByteBuffer], inputClosed: Bool)
+        case joined
+    }
+
+    private let exit: Exit
+    private let logger: Logger
+    private var state: State = .awaitingRequest
+
+    init(exit: Exit, logger: Logger) {
+        self.exit = exit
+        self.logger = logger
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event, case .connecting(let pending, _) = state {
+            state = .connecting(pending: pending, inputClosed: true)
+            return
+        }
+        guard let request = event as? ProxyRequestEvent, case .awaitingRequest = state else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        state = .connecting(pending: [], inputClosed: false)
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        let client = context.channel
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        exit.connect(to: request.target, on: context.eventLoop).whenComplete { result in
+            let (handler, context) = loopBound.value
+            switch result {
+            case .success(let upstream):
+                handler.joined(context: context, client: client, upstream: upstream)
+            case .failure(let error):
+                handler.logger.debug("exit connection failed", metadata: ["reason": "\(error)"])
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func joined(context: ChannelHandlerContext, client: Channel, upstream: Channel) {
+        guard case .connecting(let pending, let inputClosed) = state, client.isActive else {
+            upstream.close(promise: nil)
+            return
+        }
+        state = .joined
+        for buffer in pending { upstream.write(buffer, promise: nil) }
+        upstream.flush()
+        GlueHandler.join(client, upstream).whenComplete { _ in
+            if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+            context.pipeline.removeHandler(self, promise: nil)
+            client.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch state {
+        case .connecting(var pending, let inputClosed):
+            pending.append(unwrapInboundIn(data))
+            state = .connecting(pending: pending, inputClosed: inputClosed)
+        case .joined:
+            context.fireChannelRead(data)
+        case .awaitingRequest:
+            break // the codec never passes payload before the request
+        }
+    }
+}

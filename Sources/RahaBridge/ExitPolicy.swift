@@ -1,0 +1,70 @@
+import NIOCore
+import RahaWire
+
+/// Which destinations a bridge will connect to.
+///
+/// A bridge is not an open door into its own network: loopback, private,
+/// link-local, unique-local, multicast and unspecified addresses (and their
+/// IPv4-mapped and IPv4-compatible IPv6 forms) are refused unless
+/// `allowPrivate` is set. Domains are checked after resolution, so a name
+/// that resolves to such an address is refused too.
+public struct ExitPolicy: Sendable {
+    public var allowPrivate: Bool
+
+    public init(allowPrivate: Bool = false) { self.allowPrivate = allowPrivate }
+
+    public func allows(_ address: SocketAddress) -> Bool {
+        if allowPrivate { return true }
+        switch address {
+        case .v4(let a):
+            let raw = UInt32(bigEndian: a.address.sin_addr.s_addr)
+            return Self.isPublicIPv4(raw)
+        case .v6(let a):
+            var addr = a.address.sin6_addr
+            let bytes = withUnsafeBytes(of: &addr) { Array($0) }
+            return Self.isPublicIPv6(bytes)
+        case .unixDomainSocket:
+            return false
+        }
+    }
+
+    public static func isPublicIPv4(_ a: UInt32) -> Bool {
+        func inNet(_ net: UInt32, _ bits: UInt32) -> Bool { bits == 0 || (a >> (32 - bits)) == (net >> (32 - bits)) }
+        let refused: [(UInt32, UInt32)] = [
+            (0x0000_0000, 8),   // 0.0.0.0/8 "this network"
+            (0x0A00_0000, 8),   // 10/8
+            (0x6440_0000, 10),  // 100.64/10 carrier-grade NAT
+            (0x7F00_0000, 8),   // loopback
+            (0xA9FE_0000, 16),  // link-local
+            (0xAC10_0000, 12),  // 172.16/12
+            (0xC000_0000, 24),  // 192.0.0/24 IETF protocol assignments
+            (0xC0A8_0000, 16),  // 192.168/16
+            (0xC612_0000, 15),  // 198.18/15 benchmarking
+            (0xE000_0000, 4),   // multicast
+            (0xF000_0000, 4),   // reserved and broadcast
+        ]
+        return !refused.contains { inNet($0.0, $0.1) }
+    }
+
+    public static func isPublicIPv6(_ b: [UInt8]) -> Bool {
+        precondition(b.count == 16)
+        let firstTenZero = b[0..<10].allSatisfy { $0 == 0 }
+        // IPv4-mapped ::ffff:a.b.c.d and the deprecated IPv4-compatible ::a.b.c.d: judge the IPv4 address.
+        if firstTenZero && ((b[10] == 0xff && b[11] == 0xff) || (b[10] == 0 && b[11] == 0)) {
+            let v4 = UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15])
+            if b[10] == 0 && v4 <= 1 { return false } // :: and ::1
+            return isPublicIPv4(v4)
+        }
+        if b[0] == 0x64 && b[1] == 0xff && b[2] == 0x9b && b[3...11].allSatisfy({ $0 == 0 }) {
+            // NAT64 well-known prefix 64:ff9b::/96 embeds an IPv4 address.
+            let v4 = UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15])
+            return isPublicIPv4(v4)
+        }
+        if b[0] & 0xfe == 0xfc { return false }              // fc00::/7 unique local
+        if b[0] == 0xfe && b[1] & 0xc0 == 0x80 { return false } // fe80::/10 link-local
+        if b[0] == 0xfe && b[1] & 0xc0 == 0xc0 { return false } // fec0::/10 site-local
+        if b[0] == 0xff { return false }                      // multicast
+        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8 { return false } // documentation
+        return true
+    }
+}

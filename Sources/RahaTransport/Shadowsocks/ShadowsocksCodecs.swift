@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RahaWire
+
+/// Seconds since the Unix epoch, as the 2022 headers carry it.
+@inline(__always) public func unixNow() -> UInt64 { UInt64(Date().timeIntervalSince1970) }
+
+/// A salt replay filter shared by every connection of one listener.
+public final class SharedReplayFilter: Sendable {
+    private let filter: NIOLockedValueBox<SaltReplayFilter>
+
+    public init(capacity: Int = 200_000) {
+        filter = NIOLockedValueBox(SaltReplayFilter(capacity: capacity, retention: 60, now: unixNow()))
+    }
+
+    /// True when the salt is new; false when it was seen before (a replay).
+    public func insert(_ salt: [UInt8]) -> Bool {
+        let now = unixNow()
+        return filter.withLockedValue { $0.insert(salt, now: now) }
+    }
+}
+
+/// Told to the next handler once the client's request header has been decoded.
+public struct ProxyRequestEvent: Sendable {
+    public let target: Endpoint
+}
+
+/// The bridge's Shadowsocks codec: ciphertext from the client in, plaintext
+/// out to the next handler (after a `ProxyRequestEvent`); plaintext written
+/// by the exit is sealed back to the client.
+///
+/// Probe policy: whatever goes wrong before a valid, fresh request (wrong
+/// key, garbage, truncation, replay, stale clock), the connection behaves
+/// exactly like a healthy one waiting for more data: it keeps reading and
+/// discarding, never writes, and is closed by the listener's idle timeout
+/// or when the peer closes. A prober learns nothing from lengths or timing.
+public final class ShadowsocksServerCodec: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private var session: ShadowsocksServerSession
+    private let replayFilter: SharedReplayFilter
+    private var logger: Logger
+    private var draining = false
+    private var established = false
+
+    public init(credential: ShadowsocksCredential, replayFilter: SharedReplayFilter, logger: Logger) {
+        self.session = ShadowsocksServerSession(credential: credential)
+        self.replayFilter = replayFilter
+        self.logger = logger
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !draining else { return }
+        var input = unwrapInboundIn(data)
+        var plain = context.channel.allocator.buffer(capacity: input.readableBytes)
+        do {
+            if let request = try session.receive(&input, payload: &plain, now: unixNow()) {
+                guard replayFilter.insert(request.salt) else {
+                    throw WireError(.replay, "a replayed request salt")
+                }
+                established = true
+                context.fireUserInboundEventTriggered(ProxyRequestEvent(target: request.target))
+            }
+        } catch {
+            // Never answer; keep reading until the idle timeout or the peer closes.
+            logger.debug("rejected a connection that is not a valid, fresh request", metadata: ["code": "\((error as? WireError)?.code.rawValue ?? "io")"])
+            draining = true
+            if established { context.close(promise: nil) }
+            return
+        }
+        if plain.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plain)) }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if established && !draining { context.fireChannelReadComplete() }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event, !established {
+            // The peer closed before a valid request: close as for any idle failure.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let plain = unwrapOutboundIn(data)
+        var out = context.channel.allocator.buffer(capacity: plain.readableBytes + plain.readableBytes / 512 + 128)
+        session.seal(plain.readableBytesView, into: &out, now: unixNow())
+        context.write(wrapOutboundOut(out), promise: promise)
+    }
+}
+
+/// The client's Shadowsocks codec on a connection to a bridge: plaintext
+/// written to it is sealed (the first write carries salt and target header);
+/// ciphertext read from the bridge is opened and passed on as plaintext.
+///
+/// If the application sends nothing within `headerDelay` (a server-first
+/// protocol), the header goes out alone so the bridge can connect.
+public final class ShadowsocksClientCodec: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private var session: ShadowsocksClientSession
+    private let headerDelay: TimeAmount
+    private var headerSent = false
+    private var headerTimer: Scheduled<Void>?
+    private var failed = false
+
+    public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8], headerDelay: TimeAmount = .milliseconds(100)) {
+        self.session = ShadowsocksClientSession(credential: credential, target: target, prefix: prefix)
+        self.headerDelay = headerDelay
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { scheduleHeader(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        scheduleHeader(context: context)
+        context.fireChannelActive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        headerTimer?.cancel()
+    }
+
+    private func scheduleHeader(context: ChannelHandlerContext) {
+        guard headerTimer == nil, !headerSent else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        headerTimer = context.eventLoop.scheduleTask(in: headerDelay) {
+            let (handler, context) = loopBound.value
+            guard !handler.headerSent else { return }
+            handler.write(context: context, data: NIOAny(ByteBuffer()), promise: nil)
+            context.flush()
+        }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        var input = unwrapInboundIn(data)
+        var plain = context.channel.allocator.buffer(capacity: input.readableBytes)
+        do {
+            try session.receive(&input, payload: &plain, now: unixNow())
+        } catch {
+            failed = true
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+            return
+        }
+        if plain.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plain)) }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let plain = unwrapOutboundIn(data)
+        if !headerSent {
+            headerSent = true
+            headerTimer?.cancel()
+        }
+        var out = context.channel.allocator.buffer(capacity: plain.readableBytes + plain.readableBytes / 512 + 1100)
+        session.seal(plain.readableBytesView, into: &out, now: unixNow())
+        context.write(wrapOutboundOut(out), promise: promise)
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if mode == .output && !headerSent {
+            // Half-closing before the header went out: send it first so the bridge can act on it.
+            write(context: context, data: NIOAny(ByteBuffer()), promise: nil)
+            context.flush()
+        }
+        context.close(mode: mode, promise: promise)
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import NIOCore
+import NIOPosix
+import RahaProxy
+import RahaWire
+
+struct ConnectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connect",
+        abstract: "Run the local proxy (SOCKS5 and HTTP on one port) through one or more access keys.",
+        discussion: """
+        Several keys are tried in order; when one fails to connect the next is used, and \
+        the last one that worked is tried first next time. Domain names are resolved at \
+        the bridge, never locally.
+
+        Examples:
+          raha connect 'ss://…'
+          raha connect 'ss://…first' 'ss://…second' --listen 127.0.0.1:1080
+          curl --socks5-hostname 127.0.0.1:1080 https://example.org/
+          curl --proxy http://127.0.0.1:1080 https://example.org/
+        """
+    )
+
+    @Argument(help: "Access keys (ss://…).")
+    var keys: [String]
+
+    @Option(help: "Where the local proxy listens, HOST:PORT.")
+    var listen = "127.0.0.1:1080"
+
+    @Option(help: "Require this user name (SOCKS5 username/password, HTTP Proxy-Authorization Basic).")
+    var user: String?
+
+    @Option(help: "The password that goes with --user.")
+    var password: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard !keys.isEmpty else { throw ValidationError("give at least one access key, e.g. raha connect 'ss://…'") }
+        guard (user == nil) == (password == nil) else { throw ValidationError("--user and --password go together") }
+    }
+
+    func run() async throws {
+        raiseDescriptorLimit()
+        var dialers: [StreamDialer] = []
+        for (index, text) in keys.enumerated() {
+            do {
+                dialers.append(try ShadowsocksDialer(key: ShadowsocksKey(parsing: text)))
+            } catch {
+                throw UsageFailure("access key \(index + 1): \(error)")
+            }
+        }
+        let listenAt: Endpoint
+        do { listenAt = try Endpoint(parsing: listen, defaultPort: 1080) } catch { throw UsageFailure("--listen: \(error)") }
+        var credentials: ProxyCredentials?
+        if let user, let password { credentials = ProxyCredentials(username: user, password: password) }
+        let logger = logging.makeLogger(label: "raha.connect")
+        let front = ProxyFront(configuration: .init(listen: listenAt, credentials: credentials),
+                               dialer: dialers.count == 1 ? dialers[0] : FailoverDialer(dialers),
+                               group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        do { try await front.start() } catch { throw UsageFailure("cannot listen on \(listen): \(error)") }
+        let bound = front.localAddress.map { "\($0.ipAddress ?? listenAt.hostText):\($0.port ?? 0)" } ?? listen
+        print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")
+        fflush(stdout)
+        while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+@main
+struct Raha: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raha",
+        abstract: "Censorship circumvention: a bridge outside, a local proxy inside.",
+        discussion: """
+        Outside the censor's reach:   raha bridge
+        Inside, with the printed key: raha connect 'ss://…'
+        then point a browser or app at SOCKS5/HTTP proxy 127.0.0.1:1080.
+        """,
+        subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self]
+    )
+}
+
+/// Options every long-running command shares.
+struct LoggingOptions: ParsableArguments {
+    @Flag(name: .shortAndLong, help: "Log debugging detail (still never destinations or client addresses).")
+    var verbose = false
+
+    func makeLogger(label: String) -> Logger {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: label)
+        logger.logLevel = verbose ? .debug : .info
+        return logger
+    }
+}
+
+/// Prints a one-line reason and exits non-zero: for bad input a person can fix.
+struct UsageFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Raises the soft descriptor limit to the hard one: each proxied connection needs two.
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    #if canImport(Glibc)
+    let resource = Int32(RLIMIT_NOFILE.rawValue)
+    #else
+    let resource = RLIMIT_NOFILE
+    #endif
+    if getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(resource, &limit)
+    }
+}
