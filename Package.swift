@@ -22,8 +22,11 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
+                "CLibCrypto",
             ]
         ),
+        // OpenSSL's libcrypto from Debian (libssl-dev): AEAD on ByteBuffer memory in place.
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Censor detectors as pure functions (and later the namespace lab).
         .target(name: "RahaLab", dependencies: ["RahaWire"]),
         // Transports: thin SwiftNIO adapters over RahaWire.
@@ -53,6 +56,14 @@ let package = Package(
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab"]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
+        .testTarget(
+            name: "RahaTransportTests",
+            dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "RahaProxyTests",
+            dependencies: ["RahaProxy", .product(name: "NIOEmbedded", package: "swift-nio")]
+        ),
         .testTarget(
             name: "RahaIntegrationTests",
             dependencies: ["RahaProxy", "RahaBridge"]

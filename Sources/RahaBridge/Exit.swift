@@ -69,6 +69,10 @@ public struct Exit: Sendable {
             }
         case .domain(let name):
             let port = target.port
+            // Clients such as curl --socks5-hostname send address literals as names.
+            if let literal = try? SocketAddress(ipAddress: name, port: Int(port)) {
+                return eventLoop.makeSucceededFuture([literal])
+            }
             return threadPool.runIfActive(eventLoop: eventLoop) { Self.getaddrinfo(name, port: port) }
         }
     }

@@ -64,6 +64,8 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
         case http
         case connecting
         case udp(UDPAssociation)
+        /// Glued to a stream; passes reads on until it is removed.
+        case joined
         case done
     }
 
@@ -81,6 +83,10 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .joined = state {
+            context.fireChannelRead(data)
+            return
+        }
         var incoming = unwrapInboundIn(data)
         buffer.writeBuffer(&incoming)
         process(context: context)
@@ -91,6 +97,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
             inputClosed = true
             switch state {
             case .connecting: return // passed on once joined
+            case .joined: context.fireUserInboundEventTriggered(event)
             case .udp: context.close(promise: nil) // the association lives as long as its control connection
             default: context.close(promise: nil)
             }
@@ -129,9 +136,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .send(let reply):
                     context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
                 case .connect(let target):
-                    let early = buffer
-                    buffer = ByteBuffer()
-                    connect(context: context, target: target, early: early) { result in
+                    connect(context: context, target: target) { result in
                         switch result {
                         case .success:
                             return SOCKS5ServerStateMachine.reply(.succeeded, bound: SOCKS5.unspecifiedAddress)
@@ -177,9 +182,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             switch request {
             case .connect(let target):
-                let early = buffer
-                buffer = ByteBuffer()
-                connect(context: context, target: target, early: early) { result in
+                connect(context: context, target: target) { result in
                     switch result {
                     case .success: return HTTPProxy.connectionEstablished
                     case .failure: return HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: "the proxy could not open a stream to the destination")
@@ -190,13 +193,16 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let forwarder = HTTPForwardHandler(dialer: dialer, credentials: credentials, logger: logger)
                 let rest = buffer
                 buffer = ByteBuffer()
-                let clientKeepAlive = head.isKeepAlive
-                context.pipeline.addHandler(forwarder).whenSuccess {
-                    forwarder.start(head: rewritten, origin: origin, clientKeepAlive: clientKeepAlive, rest: rest)
-                    context.pipeline.removeHandler(self, promise: nil)
+                do {
+                    try context.pipeline.syncOperations.addHandler(forwarder, position: .after(self))
+                } catch {
+                    context.close(promise: nil)
+                    return
                 }
+                forwarder.start(head: rewritten, origin: origin, clientKeepAlive: head.isKeepAlive, rest: rest)
+                context.pipeline.syncOperations.removeHandler(self, promise: nil)
             }
-        case .connecting, .udp, .done:
+        case .connecting, .udp, .joined, .done:
             // After the request only a well-behaved client sends more, and it waits for our answer.
             break
         }
@@ -207,8 +213,10 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in context.close(promise: nil) }
     }
 
-    /// Dials `target`, answers with `answer(result)`, then joins client and stream.
-    private func connect(context: ChannelHandlerContext, target: Endpoint, early: ByteBuffer,
+    /// Dials `target`, answers with `answer(result)`, then joins client and
+    /// stream. Bytes the client sent after its request (now or while the
+    /// stream opens) go to the stream first.
+    private func connect(context: ChannelHandlerContext, target: Endpoint,
                          answer: @escaping (Result<Channel, Error>) -> ByteBuffer) {
         state = .connecting
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
@@ -224,8 +232,12 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .success(let stream):
                 guard client.isActive else { stream.close(promise: nil); return }
                 context.writeAndFlush(handler.wrapOutboundOut(answer(result)), promise: nil)
-                if early.readableBytes > 0 { stream.writeAndFlush(early, promise: nil) }
+                if handler.buffer.readableBytes > 0 {
+                    stream.writeAndFlush(handler.buffer, promise: nil)
+                    handler.buffer = ByteBuffer()
+                }
                 let inputClosed = handler.inputClosed
+                handler.state = .joined
                 GlueHandler.join(client, stream).whenComplete { _ in
                     if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
                     context.pipeline.removeHandler(handler, promise: nil)

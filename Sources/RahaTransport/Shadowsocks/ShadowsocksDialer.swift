@@ -9,17 +9,21 @@ public struct ShadowsocksDialer: StreamDialer {
     public let credential: ShadowsocksCredential
     public var connectTimeout: TimeAmount
 
+    /// The bridge's address when the key names it by IP: no lookup per connection.
+    private let serverAddress: SocketAddress?
+
     public init(key: ShadowsocksKey, connectTimeout: TimeAmount = .seconds(10)) throws {
         self.key = key
         self.credential = try ShadowsocksCredential(method: key.method, password: key.password)
         self.connectTimeout = connectTimeout
+        self.serverAddress = try? SocketAddress(ipAddress: key.server.hostText, port: Int(key.server.port))
     }
 
     public var label: String { "ss \(key.method.rawValue) via \(key.server)" }
 
     public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
         let credential = self.credential, prefix = key.prefix
-        return ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -29,7 +33,8 @@ public struct ShadowsocksDialer: StreamDialer {
                         ShadowsocksClientCodec(credential: credential, target: target, prefix: prefix))
                 }
             }
-            .connect(host: key.server.hostText, port: Int(key.server.port))
+        if let serverAddress { return bootstrap.connect(to: serverAddress) }
+        return bootstrap.connect(host: key.server.hostText, port: Int(key.server.port))
     }
 
     public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
@@ -37,7 +42,7 @@ public struct ShadowsocksDialer: StreamDialer {
         let server = key.server
         let resolved: EventLoopFuture<SocketAddress>
         do {
-            resolved = eventLoop.makeSucceededFuture(try SocketAddress.makeAddressResolvingHost(server.hostText, port: Int(server.port)))
+            resolved = eventLoop.makeSucceededFuture(try serverAddress ?? SocketAddress.makeAddressResolvingHost(server.hostText, port: Int(server.port)))
         } catch {
             return eventLoop.makeFailedFuture(error)
         }

@@ -1,3 +1,4 @@
+import CLibCrypto
 import Crypto
 import Foundation
 import NIOFoundationCompat
@@ -52,62 +53,129 @@ public struct ShadowsocksCredential: Sendable {
 
 /// One direction of a Shadowsocks stream: a subkey and the 96-bit
 /// little-endian counter used as nonce, incremented after every operation.
+///
+/// This is the hot path of every proxied byte, so it runs on OpenSSL's
+/// libcrypto with one context per direction (key set once), reading and
+/// writing ByteBuffer memory in place: no allocation or copy per chunk.
 struct AEADStreamCipher {
     static let tagLength = 16
 
-    let isChaCha: Bool
-    let key: SymmetricKey
+    private let context: AEADContext
     private var counter: (low: UInt64, high: UInt32) = (0, 0)
 
     init(method: ShadowsocksMethod, key: SymmetricKey) {
-        self.isChaCha = method.isChaCha
-        self.key = key
+        context = AEADContext(method: method, key: key)
     }
 
-    private mutating func nextNonce() -> [UInt8] {
-        var nonce = [UInt8](repeating: 0, count: 12)
-        var low = counter.low, high = counter.high
-        for i in 0..<8 { nonce[i] = UInt8(truncatingIfNeeded: low); low >>= 8 }
-        for i in 8..<12 { nonce[i] = UInt8(truncatingIfNeeded: high); high >>= 8 }
-        let (next, overflow) = counter.low.addingReportingOverflow(1)
-        counter.low = next
-        if overflow { counter.high &+= 1 }
-        return nonce
+    private mutating func nextNonce() -> (UInt64, UInt32) {
+        defer {
+            let (next, overflow) = counter.low.addingReportingOverflow(1)
+            counter.low = next
+            if overflow { counter.high &+= 1 }
+        }
+        return (counter.low.littleEndian, counter.high.littleEndian)
     }
 
     /// Seals `plaintext` and appends ciphertext and tag to `out`.
-    mutating func seal<D: DataProtocol>(_ plaintext: D, into out: inout ByteBuffer) {
-        let nonce = nextNonce()
-        do {
-            if isChaCha {
-                let box = try ChaChaPoly.seal(plaintext, using: key, nonce: ChaChaPoly.Nonce(data: nonce))
-                out.writeContiguousBytes(box.ciphertext)
-                out.writeContiguousBytes(box.tag)
-            } else {
-                let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonce))
-                out.writeContiguousBytes(box.ciphertext)
-                out.writeContiguousBytes(box.tag)
-            }
-        } catch {
-            // Only reachable with a malformed nonce or key, which this type never builds.
-            preconditionFailure("AEAD seal failed: \(error)")
+    mutating func seal(_ plaintext: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
+        var nonce = nextNonce()
+        let context = self.context
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: plaintext.count + Self.tagLength) { target in
+            withUnsafeBytes(of: &nonce) { context.seal(plaintext, nonce: $0.baseAddress!, into: target) }
+            return plaintext.count + Self.tagLength
         }
     }
 
-    /// Opens ciphertext followed by its tag; throws `.authentication` when the tag does not verify.
-    mutating func open(_ sealed: ByteBufferView) throws -> [UInt8] {
-        let nonce = nextNonce()
-        let split = sealed.index(sealed.endIndex, offsetBy: -Self.tagLength)
-        do {
-            if isChaCha {
-                let box = try ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: nonce), ciphertext: sealed[..<split], tag: sealed[split...])
-                return Array(try ChaChaPoly.open(box, using: key))
-            } else {
-                let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: nonce), ciphertext: sealed[..<split], tag: sealed[split...])
-                return Array(try AES.GCM.open(box, using: key))
-            }
-        } catch {
+    mutating func seal<C: Collection>(_ plaintext: C, into out: inout ByteBuffer) where C.Element == UInt8 {
+        if let done: Void = plaintext.withContiguousStorageIfAvailable({ seal(UnsafeRawBufferPointer($0), into: &out) }) {
+            return done
+        }
+        let copy = Array(plaintext)
+        copy.withUnsafeBytes { seal($0, into: &out) }
+    }
+
+    /// Opens ciphertext followed by its tag, appending the plaintext to `out`;
+    /// throws `.authentication` (and writes nothing) when the tag does not verify.
+    mutating func open(_ sealed: UnsafeRawBufferPointer, into out: inout ByteBuffer) throws {
+        precondition(sealed.count >= Self.tagLength)
+        var nonce = nextNonce()
+        let context = self.context
+        let length = sealed.count - Self.tagLength
+        var verified = false
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { target -> Int in
+            verified = withUnsafeBytes(of: &nonce) { context.open(sealed, nonce: $0.baseAddress!, into: target) }
+            return verified ? length : 0
+        }
+        guard verified else {
             throw WireError(.authentication, "a chunk failed authentication: wrong key or tampered data")
+        }
+    }
+
+    /// Opens a sealed chunk into a new array (headers and length chunks).
+    mutating func open(_ sealed: ByteBufferView) throws -> [UInt8] {
+        var out = ByteBuffer()
+        try sealed.withContiguousStorageIfAvailable { try open(UnsafeRawBufferPointer($0), into: &out) }!
+        return Array(out.readableBytesView)
+    }
+}
+
+/// An OpenSSL EVP cipher context with its key set, for one direction.
+final class AEADContext: @unchecked Sendable {
+    private let encrypt: OpaquePointer
+    private let decrypt: OpaquePointer
+
+    init(method: ShadowsocksMethod, key: SymmetricKey) {
+        let cipher: OpaquePointer?
+        switch (method.isChaCha, method.keyLength) {
+        case (true, _): cipher = EVP_chacha20_poly1305()
+        case (false, 16): cipher = EVP_aes_128_gcm()
+        default: cipher = EVP_aes_256_gcm()
+        }
+        guard let cipher, let e = EVP_CIPHER_CTX_new(), let d = EVP_CIPHER_CTX_new() else {
+            preconditionFailure("OpenSSL could not make a cipher context")
+        }
+        encrypt = e
+        decrypt = d
+        key.withUnsafeBytes { k in
+            let keyPointer = k.bindMemory(to: UInt8.self).baseAddress
+            precondition(EVP_EncryptInit_ex(e, cipher, nil, keyPointer, nil) == 1)
+            precondition(EVP_DecryptInit_ex(d, cipher, nil, keyPointer, nil) == 1)
+        }
+    }
+
+    deinit {
+        EVP_CIPHER_CTX_free(encrypt)
+        EVP_CIPHER_CTX_free(decrypt)
+    }
+
+    /// Writes ciphertext then tag to `target` (at least plaintext.count + 16 bytes).
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, into target: UnsafeMutableRawBufferPointer) {
+        let out = target.bindMemory(to: UInt8.self).baseAddress!
+        var length: Int32 = 0
+        precondition(EVP_EncryptInit_ex(encrypt, nil, nil, nil, nonce.assumingMemoryBound(to: UInt8.self)) == 1)
+        if plaintext.count > 0 {
+            precondition(EVP_EncryptUpdate(encrypt, out, &length, plaintext.bindMemory(to: UInt8.self).baseAddress, Int32(plaintext.count)) == 1)
+        }
+        var final: Int32 = 0
+        precondition(EVP_EncryptFinal_ex(encrypt, out + Int(length), &final) == 1)
+        precondition(EVP_CIPHER_CTX_ctrl(encrypt, EVP_CTRL_AEAD_GET_TAG, 16, out + plaintext.count) == 1)
+    }
+
+    /// Writes the plaintext to `target`; false when the tag does not verify.
+    func open(_ sealed: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, into target: UnsafeMutableRawBufferPointer) -> Bool {
+        let count = sealed.count - 16
+        let input = sealed.bindMemory(to: UInt8.self).baseAddress!
+        let out = target.bindMemory(to: UInt8.self).baseAddress
+        var length: Int32 = 0
+        guard EVP_DecryptInit_ex(decrypt, nil, nil, nil, nonce.assumingMemoryBound(to: UInt8.self)) == 1 else { return false }
+        if count > 0 {
+            guard EVP_DecryptUpdate(decrypt, out, &length, input, Int32(count)) == 1 else { return false }
+        }
+        guard EVP_CIPHER_CTX_ctrl(decrypt, EVP_CTRL_AEAD_SET_TAG, 16, UnsafeMutableRawPointer(mutating: input + count)) == 1 else { return false }
+        var final: Int32 = 0
+        var scratch: UInt8 = 0
+        return withUnsafeMutablePointer(to: &scratch) { s in
+            EVP_DecryptFinal_ex(decrypt, out.map { $0 + Int(length) } ?? s, &final) == 1
         }
     }
 }

@@ -44,6 +44,16 @@ struct SealedChunkReader {
         return plain
     }
 
+    /// Opens the next chunk of `length` plaintext bytes straight into `out`;
+    /// false when it has not all arrived.
+    mutating func readChunk(length: Int, into out: inout ByteBuffer) throws -> Bool {
+        precondition(cipher != nil, "readSalt first")
+        guard let slice = pending.readSlice(length: length + ShadowsocksStream.tag) else { return false }
+        try slice.withUnsafeReadableBytes { try cipher!.open($0, into: &out) }
+        discardReadBytesIfLarge()
+        return true
+    }
+
     /// Opens a two-byte length chunk.
     mutating func readLength() throws -> Int? {
         guard let b = try readChunk(length: 2) else { return nil }
@@ -196,8 +206,7 @@ public struct ShadowsocksServerSession {
                 guard length > 0 else { throw WireError(.malformed, "a chunk of length zero") }
                 state = .awaitingPayload(length)
             case .awaitingPayload(let length):
-                guard let chunk = try reader.readChunk(length: length) else { return request }
-                payload.writeBytes(chunk)
+                guard try reader.readChunk(length: length, into: &payload) else { return request }
                 state = .awaitingLength
             }
         }
@@ -359,8 +368,7 @@ public struct ShadowsocksClientSession {
                 }
             case .awaitingFirstPayload(let length):
                 if length > 0 {
-                    guard let chunk = try reader.readChunk(length: length) else { return }
-                    payload.writeBytes(chunk)
+                    guard try reader.readChunk(length: length, into: &payload) else { return }
                 }
                 state = .awaitingLength
             case .awaitingLength:
@@ -369,8 +377,7 @@ public struct ShadowsocksClientSession {
                 guard length > 0 else { throw WireError(.malformed, "a chunk of length zero") }
                 state = .awaitingPayload(length)
             case .awaitingPayload(let length):
-                guard let chunk = try reader.readChunk(length: length) else { return }
-                payload.writeBytes(chunk)
+                guard try reader.readChunk(length: length, into: &payload) else { return }
                 state = .awaitingLength
             }
         }

@@ -1,0 +1,2 @@
+// Debian's OpenSSL libcrypto (libssl-dev): in-place AEAD for the stream hot path.
+#include <openssl/evp.h>
