@@ -40,6 +40,9 @@ struct BridgeCommand: AsyncParsableCommand {
     @Flag(help: "Print only the key text, no QR code.")
     var noQR = false
 
+    @Option(help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -59,7 +62,7 @@ struct BridgeCommand: AsyncParsableCommand {
         let logger = logging.makeLogger(label: "raha.bridge")
         let bridge = Bridge(
             configuration: .init(listeners: keys, policy: ExitPolicy(allowPrivate: allowPrivate), idleTimeout: .seconds(idleTimeout)),
-            group: MultiThreadedEventLoopGroup.singleton, threadPool: NIOThreadPool.singleton, logger: logger)
+            group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
         let advertised = host ?? primaryAddress() ?? "127.0.0.1"

@@ -33,6 +33,9 @@ struct ConnectCommand: AsyncParsableCommand {
     @Option(help: "The password that goes with --user.")
     var password: String?
 
+    @Option(help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -57,7 +60,7 @@ struct ConnectCommand: AsyncParsableCommand {
         let logger = logging.makeLogger(label: "raha.connect")
         let front = ProxyFront(configuration: .init(listen: listenAt, credentials: credentials),
                                dialer: dialers.count == 1 ? dialers[0] : FailoverDialer(dialers),
-                               group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                               group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), logger: logger)
         do { try await front.start() } catch { throw UsageFailure("cannot listen on \(listen): \(error)") }
         let bound = front.localAddress.map { "\($0.ipAddress ?? listenAt.hostText):\($0.port ?? 0)" } ?? listen
         print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")

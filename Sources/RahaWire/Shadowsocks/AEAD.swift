@@ -127,9 +127,9 @@ final class AEADContext: @unchecked Sendable {
     init(method: ShadowsocksMethod, key: SymmetricKey) {
         let cipher: OpaquePointer?
         switch (method.isChaCha, method.keyLength) {
-        case (true, _): cipher = EVP_chacha20_poly1305()
-        case (false, 16): cipher = EVP_aes_128_gcm()
-        default: cipher = EVP_aes_256_gcm()
+        case (true, _): cipher = Self.chacha20Poly1305
+        case (false, 16): cipher = Self.aes128GCM
+        default: cipher = Self.aes256GCM
         }
         guard let cipher, let e = EVP_CIPHER_CTX_new(), let d = EVP_CIPHER_CTX_new() else {
             preconditionFailure("OpenSSL could not make a cipher context")
@@ -142,6 +142,12 @@ final class AEADContext: @unchecked Sendable {
             precondition(EVP_DecryptInit_ex(d, cipher, nil, keyPointer, nil) == 1)
         }
     }
+
+    // Fetched once: OpenSSL 3's implicit fetch on every context costs more
+    // than a whole small request.
+    private static let chacha20Poly1305 = EVP_CIPHER_fetch(nil, "ChaCha20-Poly1305", nil)
+    private static let aes128GCM = EVP_CIPHER_fetch(nil, "AES-128-GCM", nil)
+    private static let aes256GCM = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
 
     deinit {
         EVP_CIPHER_CTX_free(encrypt)

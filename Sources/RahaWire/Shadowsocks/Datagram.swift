@@ -42,7 +42,7 @@ public enum ShadowsocksUDP {
         datagram.endpoint.write(to: &address)
         guard method.is2022 else {
             var salt = [UInt8](repeating: 0, count: method.saltLength)
-            ShadowsocksServerSession.fillRandom(&salt)
+            SecureRandom.fill(&salt)
             var cipher = AEADStreamCipher(method: method, key: credential.subkey(salt: salt))
             var out = ByteBuffer(bytes: salt)
             cipher.seal(Array(address.readableBytesView) + datagram.payload, into: &out)
@@ -57,7 +57,7 @@ public enum ShadowsocksUDP {
         let separate = ShadowsocksServerSession.bytes(of: sessionID) + ShadowsocksServerSession.bytes(of: packetID)
         if method.isChaCha {
             var nonce = [UInt8](repeating: 0, count: 24)
-            ShadowsocksServerSession.fillRandom(&nonce)
+            SecureRandom.fill(&nonce)
             let sealed = try! XChaCha20Poly1305.seal(separate + body, key: credential.masterKey, nonce: nonce)
             return nonce + sealed
         }

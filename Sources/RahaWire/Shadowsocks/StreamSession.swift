@@ -217,7 +217,7 @@ public struct ShadowsocksServerSession {
     public mutating func seal(_ data: ByteBufferView, into out: inout ByteBuffer, now: UInt64) {
         if writer == nil {
             var salt = [UInt8](repeating: 0, count: credential.method.saltLength)
-            Self.fillRandom(&salt)
+            SecureRandom.fill(&salt)
             writer = SealedChunkWriter(credential: credential, salt: salt)
             out.writeBytes(salt)
         }
@@ -255,10 +255,6 @@ public struct ShadowsocksServerSession {
 
     static func bytes(of v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
 
-    static func fillRandom(_ bytes: inout [UInt8]) {
-        var rng = SystemRandomNumberGenerator()
-        for i in bytes.indices { bytes[i] = rng.next() }
-    }
 }
 
 /// The client's side of one Shadowsocks TCP connection: encodes the request
@@ -283,7 +279,7 @@ public struct ShadowsocksClientSession {
     ///   (Outline's `prefix` key parameter), at most the salt's length.
     public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8] = []) {
         var salt = [UInt8](repeating: 0, count: credential.method.saltLength)
-        ShadowsocksServerSession.fillRandom(&salt)
+        SecureRandom.fill(&salt)
         self.init(credential: credential, target: target, prefix: prefix, salt: salt)
     }
 
@@ -315,10 +311,9 @@ public struct ShadowsocksClientSession {
         var header = ByteBuffer()
         target.write(to: &header)
         if method.is2022 {
-            var rng = SystemRandomNumberGenerator()
-            let padding = data.isEmpty ? Int.random(in: 1...ShadowsocksStream.maxPadding, using: &rng) : 0
+            let padding = data.isEmpty ? Int.random(in: 1...ShadowsocksStream.maxPadding) : 0
             header.writeInteger(UInt16(padding))
-            header.writeBytes((0..<padding).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            header.writeBytes(SecureRandom.bytes(padding))
             let room = ShadowsocksStream.maxPayload(method) - header.readableBytes
             let first = data.prefix(room)
             header.writeBytes(first)
