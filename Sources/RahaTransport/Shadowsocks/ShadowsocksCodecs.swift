@@ -111,12 +111,18 @@ public final class ShadowsocksClientCodec: ChannelDuplexHandler {
 
     private var session: ShadowsocksClientSession
     private let headerDelay: TimeAmount
+    private let replayFilter: SharedReplayFilter?
     private var headerSent = false
     private var headerTimer: Scheduled<Void>?
     private var failed = false
+    private var responseSaltChecked = false
 
-    public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8], headerDelay: TimeAmount = .milliseconds(100)) {
+    /// - Parameter replayFilter: for 2022 methods, the dialer's filter of
+    ///   response salts (SIP022 asks clients to refuse replayed responses too).
+    public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8],
+                replayFilter: SharedReplayFilter? = nil, headerDelay: TimeAmount = .milliseconds(100)) {
         self.session = ShadowsocksClientSession(credential: credential, target: target, prefix: prefix)
+        self.replayFilter = replayFilter
         self.headerDelay = headerDelay
     }
 
@@ -150,6 +156,10 @@ public final class ShadowsocksClientCodec: ChannelDuplexHandler {
         var plain = context.channel.allocator.buffer(capacity: input.readableBytes)
         do {
             try session.receive(&input, payload: &plain, now: unixNow())
+            if !responseSaltChecked, let filter = replayFilter, let salt = session.responseSalt {
+                responseSaltChecked = true
+                guard filter.insert(salt) else { throw WireError(.replay, "the bridge's response was a replay") }
+            }
         } catch {
             failed = true
             context.fireErrorCaught(error)

@@ -11,18 +11,21 @@ public struct ShadowsocksDialer: StreamDialer {
 
     /// The bridge's address when the key names it by IP: no lookup per connection.
     private let serverAddress: SocketAddress?
+    /// 2022 only: response salts seen, so a recorded response cannot be replayed to us.
+    private let responseSalts: SharedReplayFilter?
 
     public init(key: ShadowsocksKey, connectTimeout: TimeAmount = .seconds(10)) throws {
         self.key = key
         self.credential = try ShadowsocksCredential(method: key.method, password: key.password)
         self.connectTimeout = connectTimeout
         self.serverAddress = try? SocketAddress(ipAddress: key.server.hostText, port: Int(key.server.port))
+        self.responseSalts = key.method.is2022 ? SharedReplayFilter(capacity: 50_000) : nil
     }
 
     public var label: String { "ss \(key.method.rawValue) via \(key.server)" }
 
     public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        let credential = self.credential, prefix = key.prefix
+        let credential = self.credential, prefix = key.prefix, responseSalts = self.responseSalts
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -30,7 +33,7 @@ public struct ShadowsocksDialer: StreamDialer {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ShadowsocksClientCodec(credential: credential, target: target, prefix: prefix))
+                        ShadowsocksClientCodec(credential: credential, target: target, prefix: prefix, replayFilter: responseSalts))
                 }
             }
         if let serverAddress { return bootstrap.connect(to: serverAddress) }

@@ -297,6 +297,10 @@ public struct ShadowsocksClientSession {
     /// The request salt (for tests and replay checks).
     public var requestSalt: [UInt8] { writer.salt }
 
+    /// The response salt, once the response has begun: 2022 clients check it
+    /// against their own replay filter.
+    public var responseSalt: [UInt8]? { reader.salt }
+
     /// Encodes request bytes. The first call writes salt, header and the
     /// first payload together so they leave in one segment; it may be called
     /// with no data to send the header alone (2022 then pads it).
