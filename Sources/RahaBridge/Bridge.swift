@@ -46,11 +46,7 @@ public final class Bridge: @unchecked Sendable {
             let replay = SharedReplayFilter()
             let idle = configuration.idleTimeout
             let logger = self.logger
-            let tcp = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            let tcp = try await ServerBootstrap.rahaListener(group: group)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers([

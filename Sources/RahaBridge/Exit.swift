@@ -49,10 +49,7 @@ public struct Exit: Sendable {
         guard let address = addresses.first else {
             return eventLoop.makeFailedFuture(lastError ?? ExitError.unresolvable)
         }
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        return ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: connectTimeout)
             .connect(to: address)
             .flatMapError { error in
                 connectFirst(addresses.dropFirst(), on: eventLoop, lastError: error)

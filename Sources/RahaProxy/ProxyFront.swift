@@ -33,11 +33,7 @@ public final class ProxyFront: @unchecked Sendable {
 
     public func start() async throws {
         let dialer = self.dialer, credentials = configuration.credentials, logger = self.logger
-        channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+        channel = try await ServerBootstrap.rahaListener(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

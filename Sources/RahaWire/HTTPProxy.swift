@@ -195,7 +195,7 @@ public struct HTTPRequestHead: HTTPMessageHead, Equatable, Sendable, CustomStrin
         let trimmed = trimOWS(Substring(field))
         guard let space = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }),
               asciiLowercased(String(trimmed[..<space])) == "basic",
-              let decoded = base64Decode(trimOWS(trimmed[space...])),
+              let decoded = Base64.decode(trimOWS(trimmed[space...])),
               let colon = decoded.firstIndex(of: UInt8(ascii: ":"))
         else { return nil }
         return (Array(decoded[..<colon]), Array(decoded[(colon + 1)...]))
@@ -1023,33 +1023,4 @@ private func trimOWS(_ text: Substring) -> String {
 private func excerpt(_ text: String) -> String {
     let short = text.prefix(64)
     return String(short.map { $0.isASCII && !($0.asciiValue! < 0x20) ? $0 : "?" }) + (text.count > 64 ? "…" : "")
-}
-
-/// Standard base64 (RFC 4648 section 4), padding optional, no whitespace.
-private func base64Decode(_ text: String) -> [UInt8]? {
-    var out: [UInt8] = []
-    var accumulator: UInt32 = 0
-    var bits = 0
-    var sawPadding = false
-    for c in text.utf8 {
-        let v: UInt32
-        switch c {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - UInt8(ascii: "A"))
-        case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - UInt8(ascii: "a")) + 26
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c - UInt8(ascii: "0")) + 52
-        case UInt8(ascii: "+"): v = 62
-        case UInt8(ascii: "/"): v = 63
-        case UInt8(ascii: "="): sawPadding = true; continue
-        default: return nil
-        }
-        if sawPadding { return nil }
-        accumulator = accumulator << 6 | v
-        bits += 6
-        if bits >= 8 {
-            bits -= 8
-            out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-            accumulator &= (1 << UInt32(bits)) - 1
-        }
-    }
-    return bits >= 6 ? nil : out
 }

@@ -26,10 +26,7 @@ public struct ShadowsocksDialer: StreamDialer {
 
     public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
         let credential = self.credential, prefix = key.prefix, responseSalts = self.responseSalts
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        let bootstrap = ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -136,12 +136,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             }
         }
 
-        try ShadowsocksKey.validate(method: method, password: password, prefix: prefix)
-        self.method = method
-        self.password = password
-        self.server = server
-        self.prefix = prefix
-        self.tag = tag
+        try self.init(method: method, password: password, server: server, prefix: prefix, tag: tag)
     }
 
     // MARK: Output
