@@ -55,7 +55,8 @@ let package = Package(
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
         .testTarget(
             name: "RahaIntegrationTests",
-            dependencies: ["RahaProxy", "RahaBridge"]
+            dependencies: ["RahaProxy", "RahaBridge"],
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v5]
