@@ -66,7 +66,8 @@ let package = Package(
         ),
         .testTarget(
             name: "RahaIntegrationTests",
-            dependencies: ["RahaProxy", "RahaBridge"]
+            dependencies: ["RahaProxy", "RahaBridge"],
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v5]

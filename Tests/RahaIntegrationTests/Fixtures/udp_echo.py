@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""UDP echo server for Raha's integration tests.
+
+Binds 127.0.0.1 (never any other address) on the given port, or on a free
+one with port 0, prints "UDP echo listening on 127.0.0.1:PORT" once bound
+and sends every datagram back to its sender unchanged. Exits when its
+standard input reaches end of file, so it never outlives the test process
+that started it.
+"""
+import os
+import socket
+import sys
+import threading
+
+
+def main() -> None:
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    print(f"UDP echo listening on 127.0.0.1:{sock.getsockname()[1]}", flush=True)
+
+    def watch_stdin() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    while True:
+        data, peer = sock.recvfrom(65535)
+        sock.sendto(data, peer)
+
+
+if __name__ == "__main__":
+    main()

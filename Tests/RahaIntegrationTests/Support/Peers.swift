@@ -1,0 +1,97 @@
+import Foundation
+
+/// The legacy AEAD methods shadowsocks-libev 3.3.5 speaks.
+let legacyMethods = ["chacha20-ietf-poly1305", "aes-256-gcm", "aes-128-gcm"]
+
+/// A random alphanumeric password.
+func randomPassword(_ length: Int = 24) -> String {
+    let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+    return String((0..<length).map { _ in alphabet.randomElement()! })
+}
+
+/// A random SIP022 PSK of `bytes` bytes, base64 (standard alphabet, padded).
+func randomPSK(bytes: Int) -> String {
+    Data((0..<bytes).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+}
+
+/// `ss://METHOD:PASSWORD@127.0.0.1:PORT`, the password percent-encoded.
+func ssURI(method: String, password: String, port: UInt16) -> String {
+    let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    return "ss://\(method):\(password.addingPercentEncoding(withAllowedCharacters: unreserved)!)@127.0.0.1:\(port)"
+}
+
+/// Starting the programs under test and their peers, each ready before it is returned.
+enum Peers {
+    static let connectReadyPrefix = "Local proxy (SOCKS5 and HTTP) listening on 127.0.0.1:"
+
+    /// `raha bridge URI... [extra]`; returns the process and the access keys it printed (one per listener).
+    static func bridge(_ listeners: [String], allowPrivate: Bool = true, extra: [String] = []) throws -> (ManagedProcess, [String]) {
+        let arguments = ["bridge"] + listeners + (allowPrivate ? ["--allow-private"] : []) + ["--no-qr"] + extra
+        let process = try ManagedProcess("raha bridge", try Paths.rahaBinary(), arguments)
+        var keys: [String] = []
+        while keys.count < max(1, listeners.count) {
+            let index = keys.count
+            let line = try process.waitForLine(description: "access key \(index + 1) (a line starting with ss://)") { line in
+                line.hasPrefix("ss://") && !keys.contains(line)
+            }
+            keys.append(line)
+        }
+        return (process, keys)
+    }
+
+    /// `raha connect KEY... --listen 127.0.0.1:PORT [extra]`, ready once it says so.
+    static func connect(_ keys: [String], extra: [String] = []) throws -> (ManagedProcess, UInt16) {
+        let port = try Ports.free()
+        let process = try ManagedProcess("raha connect", try Paths.rahaBinary(),
+                                         ["connect"] + keys + ["--listen", "127.0.0.1:\(port)"] + extra)
+        let line = try process.waitForLine(startingWith: connectReadyPrefix)
+        guard line.hasPrefix(connectReadyPrefix + "\(port),") else {
+            throw TestFailure("raha connect announced “\(line)”, not port \(port)")
+        }
+        return (process, port)
+    }
+
+    /// Debian's ss-server on 127.0.0.1 (TCP, plus UDP with `udp`).
+    static func ssServer(method: String, password: String, udp: Bool = false) throws -> (ManagedProcess, UInt16) {
+        let port = try Ports.free()
+        let process = try ManagedProcess("ss-server", try Paths.tool("ss-server", package: "shadowsocks-libev"),
+            ["-s", "127.0.0.1", "-p", String(port), "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []))
+        try Ports.waitUntilAccepting(port, process: process)
+        return (process, port)
+    }
+
+    /// Debian's ss-local on 127.0.0.1 towards a server on 127.0.0.1:serverPort (TCP, plus UDP with `udp`).
+    static func ssLocal(method: String, password: String, serverPort: UInt16, udp: Bool = false) throws -> (ManagedProcess, UInt16) {
+        let port = try Ports.free()
+        let process = try ManagedProcess("ss-local", try Paths.tool("ss-local", package: "shadowsocks-libev"),
+            ["-s", "127.0.0.1", "-p", String(serverPort), "-b", "127.0.0.1", "-l", String(port),
+             "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []))
+        try Ports.waitUntilAccepting(port, process: process)
+        return (process, port)
+    }
+
+    /// The UDP echo fixture on 127.0.0.1; returns its port.
+    static func udpEcho() throws -> (ManagedProcess, UInt16) {
+        let process = try ManagedProcess("udp_echo.py", try Paths.tool("python3", package: "python3"),
+                                         [Paths.fixtures.appendingPathComponent("udp_echo.py").path])
+        let line = try process.waitForLine(startingWith: "UDP echo listening on 127.0.0.1:")
+        guard let port = UInt16(line.split(separator: ":").last ?? "") else { throw TestFailure("udp_echo.py said “\(line)”") }
+        return (process, port)
+    }
+
+    /// Runs the SOCKS5 UDP ASSOCIATE fixture against a proxy and an echo server.
+    static func socksUDPClient(proxyPort: UInt16, echoPort: UInt16, count: Int = 8) throws -> CommandResult {
+        try runCommand("socks5_udp_client.py", try Paths.tool("python3", package: "python3"),
+            [Paths.fixtures.appendingPathComponent("socks5_udp_client.py").path,
+             "--proxy", "127.0.0.1:\(proxyPort)", "--target", "127.0.0.1:\(echoPort)",
+             "--count", String(count), "--resends", "5", "--timeout", "1"], timeout: 60)
+    }
+}
+
+/// Stops every process when the scope ends, last started first.
+final class Processes {
+    private var list: [ManagedProcess] = []
+    func add(_ process: ManagedProcess) { list.append(process) }
+    func stopAll() { for process in list.reversed() { process.stop() }; list = [] }
+    deinit { stopAll() }
+}
