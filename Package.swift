@@ -61,6 +61,10 @@ let package = Package(
             dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio")]
         ),
         .testTarget(
+            name: "RahaBridgeTests",
+            dependencies: ["RahaBridge", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "RahaProxyTests",
             dependencies: ["RahaProxy", .product(name: "NIOEmbedded", package: "swift-nio")]
         ),

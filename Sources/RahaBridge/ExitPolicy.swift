@@ -55,7 +55,7 @@ public struct ExitPolicy: Sendable {
             if b[10] == 0 && v4 <= 1 { return false } // :: and ::1
             return isPublicIPv4(v4)
         }
-        if b[0] == 0x64 && b[1] == 0xff && b[2] == 0x9b && b[3...11].allSatisfy({ $0 == 0 }) {
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4...11].allSatisfy({ $0 == 0 }) {
             // NAT64 well-known prefix 64:ff9b::/96 embeds an IPv4 address.
             let v4 = UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15])
             return isPublicIPv4(v4)
