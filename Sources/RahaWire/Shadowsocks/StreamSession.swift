@@ -64,7 +64,6 @@ struct SealedChunkReader {
         if pending.readerIndex > 65536 { pending.discardReadBytes() }
     }
 
-    var bufferedBytes: Int { pending.readableBytes }
 }
 
 /// Writes one direction of a stream: the salt once, then length and payload chunks.
@@ -94,12 +93,6 @@ struct SealedChunkWriter {
             cipher.seal(payload[start..<end], into: &out)
             start = end
         }
-    }
-
-    static func sealedSize(of payloadBytes: Int, method: ShadowsocksMethod) -> Int {
-        let maxPayload = ShadowsocksStream.maxPayload(method)
-        let chunks = (payloadBytes + maxPayload - 1) / maxPayload
-        return payloadBytes + chunks * (2 + 2 * ShadowsocksStream.tag)
     }
 }
 
