@@ -63,7 +63,6 @@ struct SealedChunkReader {
     private mutating func discardReadBytesIfLarge() {
         if pending.readerIndex > 65536 { pending.discardReadBytes() }
     }
-
 }
 
 /// Writes one direction of a stream: the salt once, then length and payload chunks.
