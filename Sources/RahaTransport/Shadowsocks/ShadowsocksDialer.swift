@@ -4,10 +4,10 @@ import NIOPosix
 import RahaWire
 
 /// Dials streams and UDP associations through a Shadowsocks server.
-public struct ShadowsocksDialer: StreamDialer {
+public final class ShadowsocksDialer: StreamDialer {
     public let key: ShadowsocksKey
     public let credential: ShadowsocksCredential
-    public var connectTimeout: TimeAmount
+    public let connectTimeout: TimeAmount
 
     /// The bridge's address when the key names it by IP: no lookup per connection.
     private let serverAddress: SocketAddress?
