@@ -15,21 +15,51 @@ public enum ShadowsocksStream {
 }
 
 /// Reads one direction of a stream: the salt, then sealed chunks of a length
-/// that the caller names. Holds the bytes of an incomplete chunk.
+/// that the caller names.
+///
+/// Chunks are opened where they lie in the input buffer; only a chunk that
+/// straddles two reads is copied, into `carried`, so the bulk of a stream is
+/// never copied before decryption.
 struct SealedChunkReader {
     let credential: ShadowsocksCredential
     private(set) var salt: [UInt8]?
     private var cipher: AEADStreamCipher?
-    private var pending = ByteBuffer()
+    /// The latest input, read in place.
+    private var current = ByteBuffer()
+    /// The start of a chunk whose end has not arrived yet.
+    private var carried = ByteBuffer()
 
     init(credential: ShadowsocksCredential) { self.credential = credential }
 
-    mutating func append(_ bytes: inout ByteBuffer) { pending.writeBuffer(&bytes) }
+    mutating func append(_ bytes: inout ByteBuffer) {
+        if current.readableBytes == 0 {
+            current = bytes
+        } else {
+            current.writeBuffer(&bytes)
+        }
+        bytes.moveReaderIndex(to: bytes.writerIndex)
+    }
+
+    /// The next `count` bytes, or nil (carrying what there is) until they have all arrived.
+    private mutating func take(_ count: Int) -> ByteBuffer? {
+        if carried.readableBytes == 0, let slice = current.readSlice(length: count) {
+            return slice
+        }
+        let missing = count - carried.readableBytes
+        guard var rest = current.readSlice(length: missing) else {
+            carried.writeBuffer(&current)
+            return nil
+        }
+        carried.writeBuffer(&rest)
+        defer { carried = ByteBuffer() }
+        return carried
+    }
 
     /// Reads the salt; nil until all of it has arrived.
     mutating func readSalt() -> [UInt8]? {
         if let salt { return salt }
-        guard let s = pending.readBytes(length: credential.method.saltLength) else { return nil }
+        guard var bytes = take(credential.method.saltLength) else { return nil }
+        let s = bytes.readBytes(length: bytes.readableBytes)!
         salt = s
         cipher = AEADStreamCipher(method: credential.method, key: credential.subkey(salt: s))
         return s
@@ -38,19 +68,16 @@ struct SealedChunkReader {
     /// Opens the next chunk of `length` plaintext bytes, or nil when it has not all arrived.
     mutating func readChunk(length: Int) throws -> [UInt8]? {
         precondition(cipher != nil, "readSalt first")
-        guard let view = pending.readSlice(length: length + ShadowsocksStream.tag)?.readableBytesView else { return nil }
-        let plain = try cipher!.open(view)
-        discardReadBytesIfLarge()
-        return plain
+        guard let sealed = take(length + ShadowsocksStream.tag) else { return nil }
+        return try cipher!.open(sealed.readableBytesView)
     }
 
     /// Opens the next chunk of `length` plaintext bytes straight into `out`;
     /// false when it has not all arrived.
     mutating func readChunk(length: Int, into out: inout ByteBuffer) throws -> Bool {
         precondition(cipher != nil, "readSalt first")
-        guard let slice = pending.readSlice(length: length + ShadowsocksStream.tag) else { return false }
-        try slice.withUnsafeReadableBytes { try cipher!.open($0, into: &out) }
-        discardReadBytesIfLarge()
+        guard let sealed = take(length + ShadowsocksStream.tag) else { return false }
+        try sealed.withUnsafeReadableBytes { try cipher!.open($0, into: &out) }
         return true
     }
 
@@ -58,10 +85,6 @@ struct SealedChunkReader {
     mutating func readLength() throws -> Int? {
         guard let b = try readChunk(length: 2) else { return nil }
         return Int(b[0]) << 8 | Int(b[1])
-    }
-
-    private mutating func discardReadBytesIfLarge() {
-        if pending.readerIndex > 65536 { pending.discardReadBytes() }
     }
 }
 
