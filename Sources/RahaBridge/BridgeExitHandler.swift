@@ -45,7 +45,7 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .success(let upstream):
                 handler.joined(context: context, client: client, upstream: upstream)
             case .failure(let error):
-                handler.logger.debug("exit connection failed", metadata: ["reason": "\(error)"])
+                handler.logger.debug("exit connection failed", metadata: ["reason": "\((error as? Exit.ExitError)?.description ?? privacySafeReason(error))"])
                 context.close(promise: nil)
             }
         }

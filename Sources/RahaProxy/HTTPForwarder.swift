@@ -162,7 +162,7 @@ final class HTTPForwardHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             switch result {
             case .failure(let error):
-                handler.logger.debug("could not open a stream", metadata: ["via": "\(handler.dialer.label)", "error": "\(type(of: error))"])
+                handler.logger.debug("could not open a stream", metadata: ["via": "\(handler.dialer.label)", "error": "\(privacySafeReason(error))"])
                 handler.failWith(context, HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: "the proxy could not open a stream to the destination"))
             case .success(let stream):
                 handler.upstream = stream

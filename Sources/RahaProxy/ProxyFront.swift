@@ -222,7 +222,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
             let (handler, context) = loopBound.value
             switch result {
             case .failure(let error):
-                handler.logger.debug("could not open a stream", metadata: ["via": "\(handler.dialer.label)", "error": "\(type(of: error))"])
+                handler.logger.debug("could not open a stream", metadata: ["via": "\(handler.dialer.label)", "error": "\(privacySafeReason(error))"])
                 handler.state = .done
                 context.writeAndFlush(handler.wrapOutboundOut(answer(result))).whenComplete { _ in context.close(promise: nil) }
             case .success(let stream):

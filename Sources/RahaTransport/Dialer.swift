@@ -61,3 +61,12 @@ public final class FailoverDialer: StreamDialer {
         }
     }
 }
+
+/// A description of a connection failure that is safe to log: the kind of
+/// failure and the error number, never an address or a name.
+public func privacySafeReason(_ error: Error) -> String {
+    if let error = error as? IOError { return "I/O error \(error.errnoCode)" }
+    if let error = error as? ChannelError { return "channel error \(error)" }
+    if let error = error as? WireError { return error.code.rawValue }
+    return String(describing: type(of: error))
+}
