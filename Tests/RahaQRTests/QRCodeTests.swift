@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import RahaQR
 
@@ -19,5 +20,37 @@ import Testing
         let lines = code.terminalString.split(separator: "\n")
         #expect(lines.count == (code.width + 8 + 1) / 2)
         #expect(lines.allSatisfy { $0.hasPrefix("\u{1b}[30;47m") && $0.hasSuffix("\u{1b}[0m") })
+    }
+}
+
+/// Decodes the symbol with Debian's zbarimg (zbar-tools), a real scanner:
+/// what the terminal shows is what a phone camera reads.
+@Suite struct QRCodeScanTests {
+    @Test func aRealScannerReadsTheAccessKeyBack() throws {
+        let key = "ss://Y2hhY2hhMjAtaWV0Zi1wb2x5MTMwNTpKTS00R0RBQmJJVVAwc2wtYWdBRjhHcTA@192.0.2.2:48685/?outline=1&prefix=GET%20%2Fpfddgj#Raha"
+        let code = try QRCode(key)
+        let scale = 4, quiet = 4
+        let size = (code.width + 2 * quiet) * scale
+        var pbm = "P1\n\(size) \(size)\n"
+        for y in 0..<size {
+            var row = ""
+            for x in 0..<size {
+                row += code.isDark(x / scale - quiet, y / scale - quiet) ? "1 " : "0 "
+            }
+            pbm += row + "\n"
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("raha-qr-\(getpid()).pbm")
+        try pbm.write(to: file, atomically: true, encoding: .ascii)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let zbar = Process()
+        zbar.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
+        zbar.arguments = ["--raw", "-q", file.path]
+        let out = Pipe()
+        zbar.standardOutput = out
+        try zbar.run()
+        let decoded = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        zbar.waitUntilExit()
+        #expect(zbar.terminationStatus == 0)
+        #expect(decoded.trimmingCharacters(in: .newlines) == key)
     }
 }
