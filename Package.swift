@@ -54,7 +54,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
-        .testTarget(name: "RahaLabTests", dependencies: ["RahaLab"]),
+        .testTarget(name: "RahaLabTests", dependencies: ["RahaLab", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
         .testTarget(
             name: "RahaTransportTests",

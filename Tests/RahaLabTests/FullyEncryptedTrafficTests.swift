@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 import RahaWire
 @testable import RahaLab
@@ -196,5 +197,27 @@ private typealias Rule = FullyEncryptedTrafficRule
             if Rule.isBlocked(firstPacket: packet) { blocked += 1 }
         }
         #expect(blocked > 150, "0x13 is not a TLS content type the GFW exempts")
+    }
+}
+
+/// The real first packet of real client sessions, made from keys that
+/// `raha key new` would print, against the GFW rule.
+@Suite struct GeneratedKeysFirstPacketTests {
+    @Test(arguments: [ShadowsocksMethod.chacha20IETFPoly1305, .aes256GCM, .aes128GCM])
+    func firstPacketsOfGeneratedKeysAreExempt(method: ShadowsocksMethod) throws {
+        let target = Endpoint(host: .domain("example.org"), port: 443)
+        var blocked = 0
+        for i in 0..<300 {
+            let key = ShadowsocksKey.generate(method: method, server: Endpoint(host: .ipv4([192, 0, 2, 1]), port: 8388))
+            #expect(!key.prefix.isEmpty, "generated legacy keys carry a prefix")
+            let credential = try ShadowsocksCredential(method: method, password: key.password)
+            var session = ShadowsocksClientSession(credential: credential, target: target, prefix: key.prefix)
+            var packet = ByteBuffer()
+            // A TLS ClientHello-sized first write, or nothing (header alone) every tenth time.
+            let payload = ByteBuffer(bytes: [UInt8](repeating: 0x16, count: i % 10 == 0 ? 0 : 517))
+            session.seal(payload.readableBytesView, into: &packet, now: 1_800_000_000)
+            if FullyEncryptedTrafficRule.isBlocked(firstPacket: Array(packet.readableBytesView)) { blocked += 1 }
+        }
+        #expect(blocked == 0)
     }
 }
