@@ -441,359 +441,16 @@ public enum HTTPProxy {
     }
 }
 
-// MARK: - Body framing
-
-/// Measures one message body so that a forwarder can pass the bytes through
-/// untouched and know where the next message starts.
-///
-/// Create one per message from its head, then hand it the bytes that follow
-/// the head: `consume(_:)` says how many of them (from the reader index)
-/// belong to this body, and `isComplete` turns true once the body has ended.
-/// Bytes past the returned count are the next message. It keeps only
-/// counters, never the body.
-public struct HTTPBodyFramer: Sendable {
-    public enum Framing: Hashable, Sendable {
-        /// No body: the next message starts right after the head.
-        case empty
-        /// Exactly this many bytes.
-        case contentLength(UInt64)
-        /// Transfer-Encoding ending in chunked: chunks, the last chunk,
-        /// trailer fields and an empty line.
-        case chunked
-        /// A response body that ends when the server closes the connection.
-        case untilClose
-        /// No more HTTP on this connection: after CONNECT (the request, or a
-        /// 2xx response to it) or a 101 response, bytes are relayed as they
-        /// are until either side closes.
-        case tunnel
-    }
-
-    /// The longest chunk-size line (size and extensions) accepted.
-    public static let maxChunkLineBytes = 4096
-    /// The largest trailer section accepted.
-    public static let maxTrailerBytes = 16384
-
-    public let framing: Framing
-    private var state: State
-
-    private enum State: Sendable {
-        case complete
-        case remaining(UInt64)
-        case open // untilClose, tunnel
-        case chunk(ChunkState)
-    }
-
-    private enum ChunkState: Sendable {
-        case size(UInt64, digits: Int, lineBytes: Int)
-        case sizeSpace(UInt64, lineBytes: Int)
-        case extensions(UInt64, lineBytes: Int)
-        case sizeLF(UInt64)
-        case data(UInt64)
-        case dataCR
-        case dataLF
-        case trailerLineStart(trailerBytes: Int)
-        case trailerName(trailerBytes: Int)
-        case trailerValue(trailerBytes: Int)
-        case trailerLF(trailerBytes: Int)
-        case finalLF
-    }
-
-    public init(framing: Framing) {
-        self.framing = framing
-        switch framing {
-        case .empty: state = .complete
-        case .contentLength(let n): state = n == 0 ? .complete : .remaining(n)
-        case .chunked: state = .chunk(.size(0, digits: 0, lineBytes: 0))
-        case .untilClose, .tunnel: state = .open
-        }
-    }
-
-    /// The framer for the body after a request head. Throws `.malformed`
-    /// (answer 400) as RFC 9112 section 6.3 requires: Transfer-Encoding
-    /// together with Content-Length, Transfer-Encoding whose last coding is
-    /// not chunked or that applies chunked twice, Transfer-Encoding in an
-    /// HTTP/1.0 request, and Content-Length values that differ or are not
-    /// decimal numbers.
-    public init(request head: HTTPRequestHead) throws {
-        self.init(framing: try Self.framing(request: head))
-    }
-
-    /// The framer for the body after a response head to a request with
-    /// `requestMethod`. Throws `.malformed` (answer 502) for the same
-    /// framing faults as for requests, except that a Transfer-Encoding not
-    /// ending in chunked means the body runs until close.
-    public init(response head: HTTPResponseHead, requestMethod: String) throws {
-        self.init(framing: try Self.framing(response: head, requestMethod: requestMethod))
-    }
-
-    /// CONNECT → `.tunnel` (bytes after its head are tunnel payload);
-    /// then Transfer-Encoding → `.chunked`, Content-Length, or `.empty`.
-    public static func framing(request head: HTTPRequestHead) throws -> Framing {
-        if head.method == "CONNECT" { return .tunnel }
-        if let chunked = try transferCoding(head, isRequest: true) {
-            precondition(chunked)
-            return .chunked
-        }
-        if let length = try contentLength(head) { return .contentLength(length) }
-        return .empty
-    }
-
-    /// RFC 9112 section 6.3 in order: 101 → `.tunnel`; other 1xx →
-    /// `.empty` (an interim response: read the next head for the same
-    /// request); 2xx to CONNECT → `.tunnel`; HEAD, 204 and 304 → `.empty`;
-    /// then Transfer-Encoding, Content-Length, or `.untilClose`.
-    public static func framing(response head: HTTPResponseHead, requestMethod: String) throws -> Framing {
-        if head.status == 101 { return .tunnel }
-        if head.isInformational { return .empty }
-        if requestMethod == "CONNECT" && (200..<300).contains(head.status) { return .tunnel }
-        if requestMethod == "HEAD" || head.status == 204 || head.status == 304 { return .empty }
-        if let chunked = try transferCoding(head, isRequest: false) {
-            return chunked ? .chunked : .untilClose
-        }
-        if let length = try contentLength(head) { return .contentLength(length) }
-        return .untilClose
-    }
-
-    /// True once the whole body has been measured (at once for `.empty`;
-    /// never for `.untilClose` and `.tunnel`).
-    public var isComplete: Bool {
-        if case .complete = state { return true }
-        return false
-    }
-
-    /// Measures the readable bytes of `buffer` without moving its reader
-    /// index and returns how many of them, from the start, belong to this
-    /// body. Returns 0 once complete. Throws `.malformed` for bad chunked
-    /// syntax and `.tooLarge` for an oversized chunk size, chunk line or
-    /// trailer section; the framer should then be dropped and the
-    /// connection closed.
-    public mutating func consume(_ buffer: ByteBuffer) throws -> Int {
-        switch state {
-        case .complete:
-            return 0
-        case .open:
-            return buffer.readableBytes
-        case .remaining(let n):
-            let take = Int(clamping: Swift.min(n, UInt64(buffer.readableBytes)))
-            let left = n - UInt64(take)
-            state = left == 0 ? .complete : .remaining(left)
-            return take
-        case .chunk(let chunkState):
-            var chunkState = chunkState
-            let (used, done) = try buffer.withUnsafeReadableBytes { bytes in
-                try Self.advance(&chunkState, over: bytes)
-            }
-            state = done ? .complete : .chunk(chunkState)
-            return used
-        }
-    }
-
-    /// `consume(_:)` that also moves the reader index past the body bytes
-    /// and returns them as a slice.
-    public mutating func readBody(from buffer: inout ByteBuffer) throws -> ByteBuffer {
-        let count = try consume(buffer)
-        return buffer.readSlice(length: count)!
-    }
-
-    /// Call when the peer has closed. Throws `.malformed` if the body was
-    /// cut short; `.untilClose` and `.tunnel` bodies end here normally.
-    public func endOfInput() throws {
-        switch state {
-        case .complete, .open:
-            return
-        case .remaining(let n):
-            throw WireError.malformed("the connection closed \(n) bytes before the end of a Content-Length body")
-        case .chunk:
-            throw WireError.malformed("the connection closed in the middle of a chunked body")
-        }
-    }
-
-    // MARK: Framing fields
-
-    /// nil without Transfer-Encoding; true when it ends in chunked; false
-    /// (responses only) when it does not.
-    private static func transferCoding(_ head: some HTTPMessageHead, isRequest: Bool) throws -> Bool? {
-        guard head.contains("Transfer-Encoding") else { return nil }
-        let side = isRequest ? "request" : "response"
-        guard head.version != .http1_0 else {
-            throw WireError.malformed("an HTTP/1.0 \(side) carries Transfer-Encoding, which HTTP/1.0 does not have: its length cannot be trusted")
-        }
-        guard !head.contains("Content-Length") else {
-            throw WireError.malformed("the \(side) has both Transfer-Encoding and Content-Length, which could smuggle a second message: send only one")
-        }
-        let codings = head.tokens(of: "Transfer-Encoding").map { coding -> String in
-            // A coding may carry parameters ("gzip;q=1" is not valid here, but
-            // be exact about the name).
-            asciiLowercased(trimOWS(coding.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""))
-        }
-        guard !codings.isEmpty else {
-            throw WireError.malformed("the \(side) has an empty Transfer-Encoding")
-        }
-        let chunkedCount = codings.filter { $0 == "chunked" }.count
-        if codings.last == "chunked" {
-            guard chunkedCount == 1 else {
-                throw WireError.malformed("the \(side) applies chunked more than once in Transfer-Encoding")
-            }
-            return true
-        }
-        guard !isRequest else {
-            throw WireError.malformed("the request's Transfer-Encoding does not end in chunked, so its length cannot be known")
-        }
-        guard chunkedCount == 0 else {
-            throw WireError.malformed("the response's Transfer-Encoding applies chunked before another coding")
-        }
-        return false
-    }
-
-    private static func contentLength(_ head: some HTTPMessageHead) throws -> UInt64? {
-        let values = head.values(of: "Content-Length")
-        guard !values.isEmpty else { return nil }
-        var length: UInt64?
-        for value in values {
-            for element in value.split(separator: ",", omittingEmptySubsequences: false) {
-                let text = trimOWS(element)
-                guard !text.isEmpty, text.utf8.count <= 19, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                      let n = UInt64(text) else {
-                    throw WireError.malformed("Content-Length “\(excerpt(value))” is not a decimal number of bytes")
-                }
-                if let length, length != n {
-                    throw WireError.malformed("the message has conflicting Content-Length values, which could smuggle a second message")
-                }
-                length = n
-            }
-        }
-        return length
-    }
-
-    // MARK: Chunked
-
-    /// Runs the chunked-body automaton over `bytes`; returns how many bytes
-    /// it used and whether the body ended.
-    private static func advance(_ state: inout ChunkState, over bytes: UnsafeRawBufferPointer) throws -> (Int, Bool) {
-        var i = 0
-        let count = bytes.count
-        while i < count {
-            if case .data(let left) = state {
-                let take = Int(clamping: Swift.min(left, UInt64(count - i)))
-                i += take
-                state = left == UInt64(take) ? .dataCR : .data(left - UInt64(take))
-                continue
-            }
-            let b = bytes[i]
-            i += 1
-            switch state {
-            case .size(let size, let digits, let lineBytes):
-                if let v = hexValue(b) {
-                    guard size <= (UInt64.max >> 4) else {
-                        throw WireError.tooLarge("a chunk size does not fit in 64 bits")
-                    }
-                    state = .size(size << 4 | UInt64(v), digits: digits + 1, lineBytes: try lineLimit(lineBytes))
-                } else if digits == 0 {
-                    throw WireError.malformed("a chunk does not start with its size in hexadecimal")
-                } else if b == cr {
-                    state = .sizeLF(size)
-                } else if b == UInt8(ascii: ";") {
-                    state = .extensions(size, lineBytes: try lineLimit(lineBytes))
-                } else if b == sp || b == htab {
-                    state = .sizeSpace(size, lineBytes: try lineLimit(lineBytes))
-                } else {
-                    throw WireError.malformed("unexpected byte \(b) after a chunk size")
-                }
-            case .sizeSpace(let size, let lineBytes):
-                if b == sp || b == htab {
-                    state = .sizeSpace(size, lineBytes: try lineLimit(lineBytes))
-                } else if b == UInt8(ascii: ";") {
-                    state = .extensions(size, lineBytes: try lineLimit(lineBytes))
-                } else if b == cr {
-                    state = .sizeLF(size)
-                } else {
-                    throw WireError.malformed("unexpected byte \(b) after a chunk size")
-                }
-            case .extensions(let size, let lineBytes):
-                if b == cr {
-                    state = .sizeLF(size)
-                } else if isFieldValueByte(b) {
-                    state = .extensions(size, lineBytes: try lineLimit(lineBytes))
-                } else {
-                    throw WireError.malformed("a chunk extension contains control byte \(b)")
-                }
-            case .sizeLF(let size):
-                guard b == lf else { throw bareCR("chunk size line") }
-                state = size == 0 ? .trailerLineStart(trailerBytes: 0) : .data(size)
-            case .data:
-                break // handled above
-            case .dataCR:
-                guard b == cr else { throw WireError.malformed("chunk data is longer than its size says (no CRLF after it)") }
-                state = .dataLF
-            case .dataLF:
-                guard b == lf else { throw bareCR("chunk data") }
-                state = .size(0, digits: 0, lineBytes: 0)
-            case .trailerLineStart(let used):
-                if b == cr {
-                    state = .finalLF
-                } else if isTChar(b) {
-                    state = .trailerName(trailerBytes: try trailerLimit(used))
-                } else if b == sp || b == htab {
-                    throw WireError.malformed("a trailer field is folded over lines (obs-fold), which is not accepted")
-                } else {
-                    throw WireError.malformed("a trailer field line does not start with a field name")
-                }
-            case .trailerName(let used):
-                if isTChar(b) {
-                    state = .trailerName(trailerBytes: try trailerLimit(used))
-                } else if b == UInt8(ascii: ":") {
-                    state = .trailerValue(trailerBytes: try trailerLimit(used))
-                } else {
-                    throw WireError.malformed("a trailer field name contains byte \(b) or has no colon")
-                }
-            case .trailerValue(let used):
-                if b == cr {
-                    state = .trailerLF(trailerBytes: try trailerLimit(used))
-                } else if isFieldValueByte(b) {
-                    state = .trailerValue(trailerBytes: try trailerLimit(used))
-                } else {
-                    throw WireError.malformed("a trailer field value contains control byte \(b)")
-                }
-            case .trailerLF(let used):
-                guard b == lf else { throw bareCR("trailer field") }
-                state = .trailerLineStart(trailerBytes: try trailerLimit(used))
-            case .finalLF:
-                guard b == lf else { throw bareCR("end of the chunked body") }
-                return (i, true)
-            }
-        }
-        return (i, false)
-    }
-
-    private static func lineLimit(_ used: Int) throws -> Int {
-        guard used < maxChunkLineBytes else {
-            throw WireError.tooLarge("a chunk-size line is longer than \(maxChunkLineBytes) bytes")
-        }
-        return used + 1
-    }
-
-    private static func trailerLimit(_ used: Int) throws -> Int {
-        guard used < maxTrailerBytes else {
-            throw WireError.tooLarge("the trailer fields of a chunked body exceed \(maxTrailerBytes) bytes")
-        }
-        return used + 1
-    }
-
-    private static func bareCR(_ place: String) -> WireError {
-        WireError.malformed("a CR in the \(place) is not followed by LF")
-    }
-}
-
 // MARK: - Head scanning and parsing (internal)
 
-private let cr = UInt8(ascii: "\r")
-private let lf = UInt8(ascii: "\n")
-private let sp = UInt8(ascii: " ")
-private let htab = UInt8(ascii: "\t")
+let cr = UInt8(ascii: "\r")
+let lf = UInt8(ascii: "\n")
+let sp = UInt8(ascii: " ")
+let htab = UInt8(ascii: "\t")
 
 /// tchar from RFC 9110 section 5.6.2.
 @inline(__always)
-private func isTChar(_ b: UInt8) -> Bool {
+func isTChar(_ b: UInt8) -> Bool {
     switch b {
     case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
         return true
@@ -808,12 +465,12 @@ private func isTChar(_ b: UInt8) -> Bool {
 
 /// field-vchar, obs-text, SP or HTAB.
 @inline(__always)
-private func isFieldValueByte(_ b: UInt8) -> Bool {
+func isFieldValueByte(_ b: UInt8) -> Bool {
     b == htab || (b >= 0x20 && b != 0x7F)
 }
 
 @inline(__always)
-private func hexValue(_ b: UInt8) -> UInt8? {
+func hexValue(_ b: UInt8) -> UInt8? {
     switch b {
     case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
     case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
@@ -822,7 +479,7 @@ private func hexValue(_ b: UInt8) -> UInt8? {
     }
 }
 
-private struct HeadScan {
+struct HeadScan {
     /// Offsets from the reader index of each field line, without CRLF.
     var fieldLines: [Range<Int>]
     /// Bytes from the reader index to just past the empty line.
@@ -832,7 +489,7 @@ private struct HeadScan {
 /// Finds the end of a head in `buffer` without consuming anything. Calls
 /// `firstLine` with the start line as soon as it is complete. Returns nil
 /// when the head is not yet complete.
-private func scanHead(_ buffer: ByteBuffer, maxHeadBytes: Int, isRequest: Bool,
+func scanHead(_ buffer: ByteBuffer, maxHeadBytes: Int, isRequest: Bool,
                       firstLine: ([UInt8]) throws -> Void) throws -> HeadScan? {
     let kind = isRequest ? "request" : "response"
     let window = Swift.min(buffer.readableBytes, Swift.max(maxHeadBytes, 0))
@@ -882,7 +539,7 @@ private func scanHead(_ buffer: ByteBuffer, maxHeadBytes: Int, isRequest: Bool,
     return nil
 }
 
-private func parseVersion(_ bytes: ArraySlice<UInt8>, kind: String) throws -> HTTPVersion {
+func parseVersion(_ bytes: ArraySlice<UInt8>, kind: String) throws -> HTTPVersion {
     let prefix: [UInt8] = Array("HTTP/".utf8)
     guard bytes.count == 8, bytes.starts(with: prefix) else {
         throw WireError.malformed("the \(kind) line does not carry an HTTP version such as HTTP/1.1")
@@ -898,7 +555,7 @@ private func parseVersion(_ bytes: ArraySlice<UInt8>, kind: String) throws -> HT
     return version
 }
 
-private func parseRequestLine(_ line: [UInt8]) throws -> (method: String, target: String, version: HTTPVersion) {
+func parseRequestLine(_ line: [UInt8]) throws -> (method: String, target: String, version: HTTPVersion) {
     let parts = line.split(separator: sp, omittingEmptySubsequences: false)
     guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
         throw WireError.malformed("the request line is not METHOD TARGET HTTP/1.1 with single spaces")
@@ -913,7 +570,7 @@ private func parseRequestLine(_ line: [UInt8]) throws -> (method: String, target
     return (String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self), version)
 }
 
-private func parseStatusLine(_ line: [UInt8]) throws -> (version: HTTPVersion, status: Int, reason: String) {
+func parseStatusLine(_ line: [UInt8]) throws -> (version: HTTPVersion, status: Int, reason: String) {
     guard let firstSpace = line.firstIndex(of: sp) else {
         throw WireError.malformed("the status line is not HTTP/1.1 CODE REASON")
     }
@@ -936,7 +593,7 @@ private func parseStatusLine(_ line: [UInt8]) throws -> (version: HTTPVersion, s
     return (version, status, latin1String(reason))
 }
 
-private func parseFieldLines(_ buffer: ByteBuffer, _ lines: [Range<Int>]) throws -> [(name: String, value: String)] {
+func parseFieldLines(_ buffer: ByteBuffer, _ lines: [Range<Int>]) throws -> [(name: String, value: String)] {
     var headers: [(name: String, value: String)] = []
     headers.reserveCapacity(lines.count)
     try buffer.withUnsafeReadableBytes { bytes in
@@ -968,7 +625,7 @@ private func parseFieldLines(_ buffer: ByteBuffer, _ lines: [Range<Int>]) throws
 
 // MARK: - Text helpers (internal)
 
-private func latin1String<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+func latin1String<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
     if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
     var scalars = String.UnicodeScalarView()
     for b in bytes { scalars.append(Unicode.Scalar(b)) }
@@ -977,7 +634,7 @@ private func latin1String<C: Collection>(_ bytes: C) -> String where C.Element =
 
 /// Writes `text` as ISO-8859-1 where it can and UTF-8 where it cannot, with
 /// CR, LF and NUL turned into spaces.
-private func writeSanitized(_ text: String, into buffer: inout ByteBuffer) {
+func writeSanitized(_ text: String, into buffer: inout ByteBuffer) {
     if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x80 || $0 == htab }) {
         buffer.writeString(text)
         return
@@ -994,7 +651,7 @@ private func writeSanitized(_ text: String, into buffer: inout ByteBuffer) {
     }
 }
 
-private func writeFields(_ headers: [(name: String, value: String)], into buffer: inout ByteBuffer) {
+func writeFields(_ headers: [(name: String, value: String)], into buffer: inout ByteBuffer) {
     for (name, value) in headers {
         writeSanitized(name, into: &buffer)
         buffer.writeStaticString(": ")
@@ -1004,23 +661,23 @@ private func writeFields(_ headers: [(name: String, value: String)], into buffer
     buffer.writeStaticString("\r\n")
 }
 
-private func headersEqual(_ a: [(name: String, value: String)], _ b: [(name: String, value: String)]) -> Bool {
+func headersEqual(_ a: [(name: String, value: String)], _ b: [(name: String, value: String)]) -> Bool {
     a.count == b.count && zip(a, b).allSatisfy { $0.name == $1.name && $0.value == $1.value }
 }
 
-private func asciiLowercased(_ text: String) -> String {
+func asciiLowercased(_ text: String) -> String {
     guard text.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return text }
     return String(decoding: text.utf8.map { ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) ? $0 + 32 : $0 }, as: UTF8.self)
 }
 
-private func trimOWS(_ text: Substring) -> String {
+func trimOWS(_ text: Substring) -> String {
     var t = text
     while let f = t.first, f == " " || f == "\t" { t = t.dropFirst() }
     while let l = t.last, l == " " || l == "\t" { t = t.dropLast() }
     return String(t)
 }
 
-private func excerpt(_ text: String) -> String {
+func excerpt(_ text: String) -> String {
     let short = text.prefix(64)
     return String(short.map { $0.isASCII && !($0.asciiValue! < 0x20) ? $0 : "?" }) + (text.count > 64 ? "…" : "")
 }
