@@ -55,6 +55,8 @@ public enum ShadowsocksUDP {
         body += address.readableBytesView
         body += datagram.payload
         let separate = ShadowsocksServerSession.bytes(of: sessionID) + ShadowsocksServerSession.bytes(of: packetID)
+        // The `try!`s below cannot fail: key, nonce and block sizes are fixed by the method,
+        // and ShadowsocksCredential checked the key's length.
         if method.isChaCha {
             var nonce = [UInt8](repeating: 0, count: 24)
             SecureRandom.fill(&nonce)
