@@ -121,8 +121,11 @@ struct AEADStreamCipher {
 
 /// An OpenSSL EVP cipher context with its key set, for one direction.
 final class AEADContext: @unchecked Sendable {
-    private let encrypt: OpaquePointer
-    private let decrypt: OpaquePointer
+    private let cipher: OpaquePointer
+    private let key: [UInt8]
+    // Each stream direction only seals or only opens: make just the context it uses.
+    private var encryptContext: OpaquePointer?
+    private var decryptContext: OpaquePointer?
 
     init(method: ShadowsocksMethod, key: SymmetricKey) {
         let cipher: OpaquePointer?
@@ -131,16 +134,25 @@ final class AEADContext: @unchecked Sendable {
         case (false, 16): cipher = Self.aes128GCM
         default: cipher = Self.aes256GCM
         }
-        guard let cipher, let e = EVP_CIPHER_CTX_new(), let d = EVP_CIPHER_CTX_new() else {
-            preconditionFailure("OpenSSL could not make a cipher context")
-        }
-        encrypt = e
-        decrypt = d
-        key.withUnsafeBytes { k in
-            let keyPointer = k.bindMemory(to: UInt8.self).baseAddress
-            precondition(EVP_EncryptInit_ex(e, cipher, nil, keyPointer, nil) == 1)
-            precondition(EVP_DecryptInit_ex(d, cipher, nil, keyPointer, nil) == 1)
-        }
+        guard let cipher else { preconditionFailure("OpenSSL has no \(method.rawValue) cipher") }
+        self.cipher = cipher
+        self.key = key.withUnsafeBytes { Array($0) }
+    }
+
+    private var encrypt: OpaquePointer {
+        if let encryptContext { return encryptContext }
+        guard let context = EVP_CIPHER_CTX_new() else { preconditionFailure("OpenSSL could not make a cipher context") }
+        precondition(EVP_EncryptInit_ex(context, cipher, nil, key, nil) == 1)
+        encryptContext = context
+        return context
+    }
+
+    private var decrypt: OpaquePointer {
+        if let decryptContext { return decryptContext }
+        guard let context = EVP_CIPHER_CTX_new() else { preconditionFailure("OpenSSL could not make a cipher context") }
+        precondition(EVP_DecryptInit_ex(context, cipher, nil, key, nil) == 1)
+        decryptContext = context
+        return context
     }
 
     // Fetched once: OpenSSL 3's implicit fetch on every context costs more
@@ -150,12 +162,13 @@ final class AEADContext: @unchecked Sendable {
     private static let aes256GCM = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
 
     deinit {
-        EVP_CIPHER_CTX_free(encrypt)
-        EVP_CIPHER_CTX_free(decrypt)
+        if let encryptContext { EVP_CIPHER_CTX_free(encryptContext) }
+        if let decryptContext { EVP_CIPHER_CTX_free(decryptContext) }
     }
 
     /// Writes ciphertext then tag to `target` (at least plaintext.count + 16 bytes).
     func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, into target: UnsafeMutableRawBufferPointer) {
+        let encrypt = self.encrypt
         let out = target.bindMemory(to: UInt8.self).baseAddress!
         var length: Int32 = 0
         precondition(EVP_EncryptInit_ex(encrypt, nil, nil, nil, nonce.assumingMemoryBound(to: UInt8.self)) == 1)
@@ -169,6 +182,7 @@ final class AEADContext: @unchecked Sendable {
 
     /// Writes the plaintext to `target`; false when the tag does not verify.
     func open(_ sealed: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, into target: UnsafeMutableRawBufferPointer) -> Bool {
+        let decrypt = self.decrypt
         let count = sealed.count - 16
         let input = sealed.bindMemory(to: UInt8.self).baseAddress!
         let out = target.bindMemory(to: UInt8.self).baseAddress
