@@ -38,7 +38,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
     // MARK: Parsing
 
     public init(parsing text: String) throws {
-        let trimmed = ShadowsocksKey.trimmingWhitespace(text)
+        let trimmed = URIText.trimmingWhitespace(text)
         let scheme = "ss://"
         guard trimmed.utf8.count >= scheme.utf8.count,
               String(trimmed.prefix(scheme.count)).lowercased() == scheme else {
@@ -55,7 +55,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             let fragment = body[body.index(after: hash)...]
             body = body[..<hash]
             if !fragment.isEmpty {
-                tag = String(decoding: ShadowsocksKey.percentDecode(fragment, plusIsSpace: false), as: UTF8.self)
+                tag = String(decoding: URIText.percentDecode(fragment, plusIsSpace: false), as: UTF8.self)
             }
         }
 
@@ -119,7 +119,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
                     name = pair
                     value = ""
                 }
-                switch String(decoding: ShadowsocksKey.percentDecode(name, plusIsSpace: true), as: UTF8.self) {
+                switch String(decoding: URIText.percentDecode(name, plusIsSpace: true), as: UTF8.self) {
                 case "prefix":
                     // Like Outline's SDK, the first prefix wins.
                     if !sawPrefix {
@@ -151,9 +151,9 @@ public struct ShadowsocksKey: Hashable, Sendable {
     public var uri: String {
         var out = "ss://"
         if method.is2022 {
-            out += ShadowsocksKey.percentEncode(Array(method.rawValue.utf8))
+            out += URIText.percentEncode(Array(method.rawValue.utf8))
             out += ":"
-            out += ShadowsocksKey.percentEncode(Array(password.utf8))
+            out += URIText.percentEncode(Array(password.utf8))
         } else {
             out += Base64.encode(Array("\(method.rawValue):\(password)".utf8), urlSafe: true, padded: false)
         }
@@ -161,14 +161,14 @@ public struct ShadowsocksKey: Hashable, Sendable {
         switch server.host {
         case .ipv6: out += "[\(server.hostText)]"
         case .ipv4: out += server.hostText
-        case .domain(let name): out += ShadowsocksKey.percentEncode(Array(name.utf8), keeping: { $0 < 0x80 })
+        case .domain(let name): out += URIText.percentEncode(Array(name.utf8), keeping: { $0 < 0x80 })
         }
         out += ":\(server.port)"
         var query: [String] = []
         if !method.is2022 { query.append("outline=1") }
         if !prefix.isEmpty { query.append("prefix=" + ShadowsocksKey.encodePrefix(prefix)) }
         if !query.isEmpty { out += "/?" + query.joined(separator: "&") }
-        if let tag, !tag.isEmpty { out += "#" + ShadowsocksKey.percentEncode(Array(tag.utf8)) }
+        if let tag, !tag.isEmpty { out += "#" + URIText.percentEncode(Array(tag.utf8)) }
         return out
     }
 
@@ -268,8 +268,8 @@ public struct ShadowsocksKey: Hashable, Sendable {
         }
         let credentials: String
         if let colon = userinfo.firstIndex(of: ":") {
-            let methodText = String(decoding: percentDecode(userinfo[..<colon], plusIsSpace: false), as: UTF8.self)
-            let passwordText = String(decoding: percentDecode(userinfo[userinfo.index(after: colon)...], plusIsSpace: false), as: UTF8.self)
+            let methodText = String(decoding: URIText.percentDecode(userinfo[..<colon], plusIsSpace: false), as: UTF8.self)
+            let passwordText = String(decoding: URIText.percentDecode(userinfo[userinfo.index(after: colon)...], plusIsSpace: false), as: UTF8.self)
             return (try ShadowsocksMethod(name: methodText), passwordText)
         } else if let bytes = Base64.decode(percentDecodedEquals(userinfo)), let text = String(validatingUTF8Bytes: bytes) {
             credentials = text
@@ -291,7 +291,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
         guard !hostPort.isEmpty else {
             throw WireError.badKey("the access key has no server: expected ss://…@host:port")
         }
-        let decoded = String(decoding: percentDecode(hostPort, plusIsSpace: false), as: UTF8.self)
+        let decoded = String(decoding: URIText.percentDecode(hostPort, plusIsSpace: false), as: UTF8.self)
         if decoded.hasPrefix("[") {
             guard decoded.contains("]:") else {
                 throw WireError.badKey("the access key has no port: expected ss://…@[IPv6]:port")
@@ -318,7 +318,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
     /// Outline's prefix encoding: after percent-decoding, the text is UTF-8 whose code
     /// points are each one byte (U+0000–U+00FF), so `%C2%A8` is the byte 0xA8.
     private static func parsePrefix(_ value: Substring) throws -> [UInt8] {
-        let raw = percentDecode(value, plusIsSpace: true)
+        let raw = URIText.percentDecode(value, plusIsSpace: true)
         guard let text = String(validatingUTF8Bytes: raw) else {
             throw WireError.badKey("the prefix is not valid UTF-8 after percent-decoding: write bytes 0x80–0xFF as the UTF-8 of that code point, as Outline does (e.g. %C2%A8 for 0xA8)")
         }
@@ -347,49 +347,11 @@ public struct ShadowsocksKey: Hashable, Sendable {
                 utf8.append(0x80 | (byte & 0x3F))
             }
         }
-        return percentEncode(utf8)
+        return URIText.percentEncode(utf8)
     }
 
-    private static func isUnreserved(_ c: UInt8) -> Bool {
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-            || c == UInt8(ascii: "-") || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "~")
-    }
 
-    /// Percent-encodes every byte but RFC 3986 unreserved characters (and those `keeping` allows).
-    private static func percentEncode(_ bytes: [UInt8], keeping: (UInt8) -> Bool = { _ in false }) -> String {
-        let hex = Array("0123456789ABCDEF".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        for b in bytes {
-            if isUnreserved(b) || (keeping(b) && b != UInt8(ascii: "%")) {
-                out.append(b)
-            } else {
-                out.append(UInt8(ascii: "%"))
-                out.append(hex[Int(b >> 4)])
-                out.append(hex[Int(b & 0xF)])
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 
-    /// Decodes %XX escapes; a '%' not followed by two hex digits stays as it is.
-    private static func percentDecode(_ text: Substring, plusIsSpace: Bool) -> [UInt8] {
-        let bytes = Array(text.utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        var i = 0
-        while i < bytes.count {
-            let b = bytes[i]
-            if b == UInt8(ascii: "%"), i + 2 < bytes.count, let hi = hexValue(bytes[i + 1]), let lo = hexValue(bytes[i + 2]) {
-                out.append(hi << 4 | lo)
-                i += 3
-            } else {
-                out.append(plusIsSpace && b == UInt8(ascii: "+") ? UInt8(ascii: " ") : b)
-                i += 1
-            }
-        }
-        return out
-    }
 
     /// Base64 user info is sometimes written with its '=' padding percent-encoded.
     private static func percentDecodedEquals(_ text: Substring) -> Substring {
@@ -410,37 +372,5 @@ public struct ShadowsocksKey: Hashable, Sendable {
         return Substring(String(decoding: out, as: UTF8.self))
     }
 
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x41...0x46: return c - 0x41 + 10
-        case 0x61...0x66: return c - 0x61 + 10
-        default: return nil
-        }
-    }
 
-    private static func trimmingWhitespace(_ text: String) -> Substring {
-        var s = Substring(text)
-        while let first = s.first, first.isWhitespace { s = s.dropFirst() }
-        while let last = s.last, last.isWhitespace { s = s.dropLast() }
-        return s
-    }
 }
-
-fileprivate extension String {
-    /// The string if `bytes` are valid UTF-8, else nil.
-    init?(validatingUTF8Bytes bytes: [UInt8]) {
-        var iterator = bytes.makeIterator()
-        var decoder = UTF8()
-        var scalars = String.UnicodeScalarView()
-        while true {
-            switch decoder.decode(&iterator) {
-            case .scalarValue(let scalar): scalars.append(scalar)
-            case .emptyInput: self = String(scalars); return
-            case .error: return nil
-            }
-        }
-    }
-}
-
-/// Base64 (RFC 4648) in both alphabets, without Foundation.
