@@ -87,3 +87,36 @@ func drain(_ channel: EmbeddedChannel) throws -> [UInt8] {
         #expect(try channel.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "pong"), "later writes pass unchanged")
     }
 }
+
+@Suite struct FirstWriteDeadlineTests {
+    let target = Endpoint(host: .ipv4([192, 0, 2, 1]), port: 25)
+
+    func client(_ loop: EmbeddedEventLoop) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandlers([TrojanClientCodec(password: "right", target: target), FirstWriteDeadline(delay: .milliseconds(100))])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    @Test func aServerFirstProtocolGetsTheHeaderAloneAfterTheDelay() throws {
+        let loop = EmbeddedEventLoop()
+        let channel = try client(loop)
+        loop.advanceTime(by: .milliseconds(99))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "not before the delay")
+        loop.advanceTime(by: .milliseconds(1))
+        var header = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Trojan.readHeader(from: &header, userHashes: [Trojan.passwordHash("right")]) == .authenticated(user: 0, request: .init(command: .connect, destination: target)))
+        #expect(header.readableBytes == 0)
+        try channel.writeOutbound(ByteBuffer(string: "EHLO"))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "EHLO"), "no second header")
+    }
+
+    @Test func anEarlyWriteCancelsTheDeadline() throws {
+        let loop = EmbeddedEventLoop()
+        let channel = try client(loop)
+        try channel.writeOutbound(ByteBuffer(string: "GET /"))
+        _ = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        loop.advanceTime(by: .seconds(1))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+    }
+}

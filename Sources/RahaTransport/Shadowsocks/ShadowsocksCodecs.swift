@@ -100,9 +100,8 @@ public final class ShadowsocksServerCodec: ChannelDuplexHandler {
 /// The client's Shadowsocks codec on a connection to a bridge: plaintext
 /// written to it is sealed (the first write carries salt and target header);
 /// ciphertext read from the bridge is opened and passed on as plaintext.
-///
-/// If the application sends nothing within `headerDelay` (a server-first
-/// protocol), the header goes out alone so the bridge can connect.
+/// A `FirstWriteDeadline` after it makes the header go out alone when the
+/// application is slow to speak.
 public final class ShadowsocksClientCodec: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -110,44 +109,15 @@ public final class ShadowsocksClientCodec: ChannelDuplexHandler {
     public typealias OutboundOut = ByteBuffer
 
     private var session: ShadowsocksClientSession
-    private let headerDelay: TimeAmount
     private let replayFilter: SharedReplayFilter?
-    private var headerSent = false
-    private var headerTimer: Scheduled<Void>?
     private var failed = false
     private var responseSaltChecked = false
 
     /// - Parameter replayFilter: for 2022 methods, the dialer's filter of
     ///   response salts (SIP022 asks clients to refuse replayed responses too).
-    public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8],
-                replayFilter: SharedReplayFilter? = nil, headerDelay: TimeAmount = .milliseconds(100)) {
+    public init(credential: ShadowsocksCredential, target: Endpoint, prefix: [UInt8], replayFilter: SharedReplayFilter? = nil) {
         self.session = ShadowsocksClientSession(credential: credential, target: target, prefix: prefix)
         self.replayFilter = replayFilter
-        self.headerDelay = headerDelay
-    }
-
-    public func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { scheduleHeader(context: context) }
-    }
-
-    public func channelActive(context: ChannelHandlerContext) {
-        scheduleHeader(context: context)
-        context.fireChannelActive()
-    }
-
-    public func handlerRemoved(context: ChannelHandlerContext) {
-        headerTimer?.cancel()
-    }
-
-    private func scheduleHeader(context: ChannelHandlerContext) {
-        guard headerTimer == nil, !headerSent else { return }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        headerTimer = context.eventLoop.scheduleTask(in: headerDelay) {
-            let (handler, context) = loopBound.value
-            guard !handler.headerSent else { return }
-            handler.write(context: context, data: NIOAny(ByteBuffer()), promise: nil)
-            context.flush()
-        }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -171,21 +141,8 @@ public final class ShadowsocksClientCodec: ChannelDuplexHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let plain = unwrapOutboundIn(data)
-        if !headerSent {
-            headerSent = true
-            headerTimer?.cancel()
-        }
         var out = context.channel.allocator.buffer(capacity: plain.readableBytes + plain.readableBytes / 512 + 1100)
         session.seal(plain.readableBytesView, into: &out, now: unixNow())
         context.write(wrapOutboundOut(out), promise: promise)
-    }
-
-    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        if mode == .output && !headerSent {
-            // Half-closing before the header went out: send it first so the bridge can act on it.
-            write(context: context, data: NIOAny(ByteBuffer()), promise: nil)
-            context.flush()
-        }
-        context.close(mode: mode, promise: promise)
     }
 }

@@ -29,8 +29,10 @@ public final class ShadowsocksDialer: StreamDialer {
         let bootstrap = ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ShadowsocksClientCodec(credential: credential, target: target, prefix: prefix, replayFilter: responseSalts))
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ShadowsocksClientCodec(credential: credential, target: target, prefix: prefix, replayFilter: responseSalts),
+                        FirstWriteDeadline(),
+                    ])
                 }
             }
         if let serverAddress { return bootstrap.connect(to: serverAddress) }
