@@ -14,7 +14,6 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
     private enum State {
         case awaitingRequest
         case connecting(pending: [ByteBuffer], inputClosed: Bool)
-        case joined
     }
 
     private let exit: Exit
@@ -56,14 +55,9 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
             upstream.close(promise: nil)
             return
         }
-        state = .joined
         for buffer in pending { upstream.write(buffer, promise: nil) }
         upstream.flush()
-        GlueHandler.join(client, upstream).whenComplete { _ in
-            if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
-            context.pipeline.removeHandler(self, promise: nil)
-            client.setOption(.autoRead, value: true).whenComplete { _ in }
-        }
+        GlueHandler.splice(replacing: self, at: context, with: upstream, inputClosed: inputClosed)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -71,8 +65,6 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .connecting(var pending, let inputClosed):
             pending.append(unwrapInboundIn(data))
             state = .connecting(pending: pending, inputClosed: inputClosed)
-        case .joined:
-            context.fireChannelRead(data)
         case .awaitingRequest:
             break // the codec never passes payload before the request
         }

@@ -60,8 +60,6 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
         case http
         case connecting
         case udp(UDPAssociation)
-        /// Glued to a stream; passes reads on until it is removed.
-        case joined
         case done
     }
 
@@ -79,10 +77,6 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .joined = state {
-            context.fireChannelRead(data)
-            return
-        }
         var incoming = unwrapInboundIn(data)
         buffer.writeBuffer(&incoming)
         process(context: context)
@@ -93,7 +87,6 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
             inputClosed = true
             switch state {
             case .connecting: return // passed on once joined
-            case .joined: context.fireUserInboundEventTriggered(event)
             case .udp: context.close(promise: nil) // the association lives as long as its control connection
             default: context.close(promise: nil)
             }
@@ -198,7 +191,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
                 forwarder.start(head: rewritten, origin: origin, clientKeepAlive: head.isKeepAlive, rest: rest)
                 context.pipeline.syncOperations.removeHandler(self, promise: nil)
             }
-        case .connecting, .udp, .joined, .done:
+        case .connecting, .udp, .done:
             // After the request only a well-behaved client sends more, and it waits for our answer.
             break
         }
@@ -232,13 +225,8 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
                     stream.writeAndFlush(handler.buffer, promise: nil)
                     handler.buffer = ByteBuffer()
                 }
-                let inputClosed = handler.inputClosed
-                handler.state = .joined
-                GlueHandler.join(client, stream).whenComplete { _ in
-                    if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
-                    context.pipeline.removeHandler(handler, promise: nil)
-                    client.setOption(.autoRead, value: true).whenComplete { _ in }
-                }
+                handler.state = .done
+                GlueHandler.splice(replacing: handler, at: context, with: stream, inputClosed: handler.inputClosed)
             }
         }
     }

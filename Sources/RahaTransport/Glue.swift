@@ -35,6 +35,28 @@ public final class GlueHandler: ChannelDuplexHandler {
         return a.pipeline.addHandler(ga).and(b.pipeline.addHandler(gb)).map { _ in }
     }
 
+    /// Puts a glue to `partner` exactly where `handler` sits in its pipeline,
+    /// then removes `handler` and resumes reading: the handler's job (reading
+    /// a request, deciding on a header) is done and the stream takes over.
+    /// Nothing later in the pipeline sees the stream's bytes. Call it on the
+    /// event loop that both channels share. `inputClosed` passes on a
+    /// half-close that arrived while the handler was still deciding.
+    public static func splice(replacing handler: RemovableChannelHandler, at context: ChannelHandlerContext,
+                              with partner: Channel, inputClosed: Bool = false) {
+        let (local, remote) = matchedPair()
+        do {
+            try context.pipeline.syncOperations.addHandler(local, position: .after(handler))
+            try partner.pipeline.syncOperations.addHandler(remote)
+        } catch {
+            context.close(promise: nil)
+            partner.close(promise: nil)
+            return
+        }
+        if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        context.pipeline.syncOperations.removeHandler(handler, promise: nil)
+        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+    }
+
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if context.channel.isActive { context.read() }

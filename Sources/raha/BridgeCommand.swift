@@ -73,7 +73,9 @@ struct BridgeCommand: AsyncParsableCommand {
             var server = try Endpoint(parsing: wildcard ? advertised : listenHost, defaultPort: port)
             server.port = port
             let shown = try ShadowsocksKey(method: key.method, password: key.password, server: server, prefix: key.prefix, tag: key.tag)
-            print("Bridge listening on \(key.server.description.replacingOccurrences(of: ":\(key.server.port)", with: ":\(port)")) (TCP and UDP), \(key.method.rawValue)")
+            var listening = key.server
+            listening.port = port
+            print("Bridge listening on \(listening) (TCP and UDP), \(key.method.rawValue)")
             print("Access key: paste it into `raha connect`, or scan or paste it into the Outline app:")
             printAccessKey(shown.uri, qr: !noQR)
         }

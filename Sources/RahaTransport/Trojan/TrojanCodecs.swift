@@ -78,19 +78,9 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
                 guard client.isActive else { site.close(promise: nil); return }
                 site.writeAndFlush(handler.buffered, promise: nil)
                 handler.buffered = ByteBuffer()
-                // The glue goes right where this codec is, so no later handler
+                // The glue takes this codec's place, so no later handler
                 // (the exit, waiting for a request) ever sees the prober's bytes.
-                let (clientSide, siteSide) = GlueHandler.matchedPair()
-                do {
-                    try context.pipeline.syncOperations.addHandler(clientSide, position: .after(handler))
-                    try site.pipeline.syncOperations.addHandler(siteSide)
-                } catch {
-                    context.close(promise: nil)
-                    site.close(promise: nil)
-                    return
-                }
-                context.pipeline.syncOperations.removeHandler(handler, promise: nil)
-                client.setOption(.autoRead, value: true).whenComplete { _ in }
+                GlueHandler.splice(replacing: handler, at: context, with: site)
             }
         }
     }
