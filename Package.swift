@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // Pure wire formats and protocol state machines: bytes in, bytes out, no I/O.
@@ -36,13 +38,23 @@ let package = Package(
                 "RahaWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Local fronts (SOCKS5 + HTTP on one port) and the dialer.
         .target(name: "RahaProxy", dependencies: ["RahaTransport"]),
         // The bridge service: listeners, exit policy, key storage.
-        .target(name: "RahaBridge", dependencies: ["RahaTransport"]),
+        .target(
+            name: "RahaBridge",
+            dependencies: [
+                "RahaTransport",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // libqrencode from Debian (libqrencode-dev) for terminal QR codes.
         .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
         .target(name: "RahaQR", dependencies: ["CQREncode"]),

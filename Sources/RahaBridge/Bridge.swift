@@ -1,22 +1,43 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RahaTransport
 import RahaWire
 
-/// A running bridge: one listener per access key, TCP and UDP on the same
-/// port, all sharing one exit policy.
+/// A Trojan listener: where and how to listen (the key's address,
+/// password, TLS and WebSocket settings), the TLS identity, and the web site
+/// that everything else is handed to.
+public struct TrojanListener: Sendable {
+    public var key: TrojanKey
+    /// Required when the key says TLS.
+    public var identity: TLSIdentity?
+    /// The fallback web site; nil means the bridge's own static site.
+    public var fallback: SocketAddress?
+
+    public init(key: TrojanKey, identity: TLSIdentity?, fallback: SocketAddress? = nil) {
+        self.key = key
+        self.identity = identity
+        self.fallback = fallback
+    }
+}
+
+/// A running bridge: one listener per access key (Shadowsocks on TCP and
+/// UDP on the same port; Trojan on TCP), all sharing one exit policy.
 public final class Bridge: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var listeners: [ShadowsocksKey]
+        public var trojanListeners: [TrojanListener]
         public var policy: ExitPolicy
         /// Idle connections close after this long; connections that failed
         /// authentication close after exactly the same time.
         public var idleTimeout: TimeAmount
         public var udpTimeout: TimeAmount
 
-        public init(listeners: [ShadowsocksKey], policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120)) {
+        public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], policy: ExitPolicy = ExitPolicy(),
+                    idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120)) {
             self.listeners = listeners
+            self.trojanListeners = trojanListeners
             self.policy = policy
             self.idleTimeout = idleTimeout
             self.udpTimeout = udpTimeout
@@ -38,6 +59,8 @@ public final class Bridge: @unchecked Sendable {
 
     /// The addresses actually bound, in listener order (TCP), once started.
     public private(set) var boundAddresses: [SocketAddress] = []
+    /// The same for the Trojan listeners.
+    public private(set) var trojanBoundAddresses: [SocketAddress] = []
 
     public func start() async throws {
         let exit = Exit(policy: configuration.policy, threadPool: threadPool)
@@ -66,6 +89,56 @@ public final class Bridge: @unchecked Sendable {
                 sessionTimeout: configuration.udpTimeout, group: group, logger: logger)
             channels.append(udp)
         }
+        var staticSite: SocketAddress?
+        for listener in configuration.trojanListeners {
+            let fallbackAddress: SocketAddress
+            if let address = listener.fallback {
+                fallbackAddress = address
+            } else if let staticSite {
+                fallbackAddress = staticSite
+            } else {
+                let site = try await StaticSite.start(group: group)
+                channels.append(site)
+                fallbackAddress = site.localAddress!
+                staticSite = fallbackAddress
+            }
+            let channel = try await startTrojan(listener, fallback: fallbackAddress, exit: exit)
+            channels.append(channel)
+            trojanBoundAddresses.append(channel.localAddress!)
+        }
+    }
+
+    private func startTrojan(_ listener: TrojanListener, fallback: SocketAddress, exit: Exit) async throws -> Channel {
+        let key = listener.key
+        var tls: NIOSSLContext?
+        if key.tls {
+            guard let identity = listener.identity else { throw TLSIdentity.LoadError(description: "the Trojan listener on \(key.server) needs a certificate") }
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: identity.chain.map { .certificate($0) }, privateKey: .privateKey(identity.privateKey))
+            configuration.minimumTLSVersion = .tlsv12
+            // Browsers get HTTP/1.1 from the fallback site, as from any such site.
+            configuration.applicationProtocols = ["http/1.1"]
+            tls = try NIOSSLContext(configuration: configuration)
+        }
+        let passwords = [key.password]
+        let idle = configuration.idleTimeout
+        let logger = self.logger
+        let site: FallbackDialer = { eventLoop in
+            ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: .seconds(5)).connect(to: fallback)
+        }
+        return try await ServerBootstrap.rahaListener(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try sync.addHandlers([
+                        TrojanServerCodec(passwords: passwords, fallback: site),
+                        BridgeExitHandler(exit: exit, logger: logger),
+                    ])
+                }
+            }
+            .bind(host: key.server.hostText, port: Int(key.server.port)).get()
     }
 
     public func close() async {

@@ -41,15 +41,22 @@ public struct DataDirectory: Sendable {
     /// Reads a secret file; nil when it does not exist.
     public func readSecret(_ name: String) throws -> String? {
         let file = path + "/" + name
-        var st = stat()
-        guard stat(file, &st) == 0 else { return nil }
-        guard st.st_mode & 0o077 == 0 else {
-            throw StorageError(description: "\(file) can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): run `chmod 600 \(file)` and start again")
-        }
+        guard try Self.refuseIfReadableByOthers(file) else { return nil }
         guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
             throw StorageError(description: "cannot read \(file)")
         }
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Throws when `file` exists and other users may read it; false when it does not exist.
+    @discardableResult
+    public static func refuseIfReadableByOthers(_ file: String) throws -> Bool {
+        var st = stat()
+        guard stat(file, &st) == 0 else { return false }
+        guard st.st_mode & 0o077 == 0 else {
+            throw StorageError(description: "\(file) can be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))): run `chmod 600 \(file)` and start again")
+        }
+        return true
     }
 
     /// Writes a secret file with mode 0600, atomically (temporary file, then rename).

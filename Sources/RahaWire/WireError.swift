@@ -23,6 +23,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let clock = Code(rawValue: "clock")
         /// An access key or other configuration text that cannot be used.
         public static let badKey = Code(rawValue: "bad-key")
+        /// The peer ended or refused a handshake (TLS, WebSocket upgrade).
+        public static let handshake = Code(rawValue: "handshake")
     }
 
     public var code: Code
@@ -39,4 +41,5 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
     public static func unsupported(_ reason: String) -> WireError { WireError(.unsupported, reason) }
     public static func tooLarge(_ reason: String) -> WireError { WireError(.tooLarge, reason) }
     public static func badKey(_ reason: String) -> WireError { WireError(.badKey, reason) }
+    public static func handshakeFailed(_ reason: String) -> WireError { WireError(.handshake, reason) }
 }

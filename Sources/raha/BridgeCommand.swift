@@ -14,16 +14,33 @@ struct BridgeCommand: AsyncParsableCommand {
         on a random port on all addresses, TCP and UDP. Each URI is one more listener, in \
         access-key form; its host and port are where to listen.
 
+        Trojan listeners (trojan://) look like an HTTPS web site: anything that is not an \
+        authenticated client is handed byte for byte to --fallback, or to a small static \
+        site of the bridge's own. Without --cert/--key the bridge makes a self-signed \
+        certificate for the key's sni (kept in the data directory) and prints keys that pin it.
+
         Examples:
           raha bridge
           raha bridge --host 203.0.113.7
           raha bridge 'ss://chacha20-ietf-poly1305:PASSWORD@0.0.0.0:8388'
           raha bridge 'ss://2022-blake3-aes-256-gcm:BASE64KEY@0.0.0.0:8389'
+          raha bridge 'trojan://PASSWORD@0.0.0.0:443?sni=www.example.org' --fallback 127.0.0.1:8080
+          raha bridge 'trojan://PASSWORD@0.0.0.0:443?sni=site.example&type=ws&path=/SECRET' --cert fullchain.pem --key privkey.pem
+          raha bridge 'trojan://PASSWORD@127.0.0.1:8081?security=none&type=ws&path=/SECRET'   (behind nginx or a CDN)
         """
     )
 
-    @Argument(help: "Listeners as access keys (ss://…). Default: the stored default listener.")
+    @Argument(help: "Listeners as access keys (ss://… or trojan://…). Default: the stored default listener.")
     var listeners: [String] = []
+
+    @Option(help: "TLS certificate chain (PEM) for Trojan listeners. Default: a self-signed one, pinned in the printed keys.")
+    var cert: String?
+
+    @Option(help: "The private key (PEM, mode 0600) that goes with --cert.")
+    var key: String?
+
+    @Option(help: "HOST:PORT of the web site that probes and browsers see on Trojan listeners (e.g. a local nginx). Default: a static site of the bridge's own.")
+    var fallback: String?
 
     @Option(help: "Data directory for keys (default: $XDG_DATA_HOME/raha or ~/.local/share/raha).")
     var data: String?
@@ -45,39 +62,63 @@ struct BridgeCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
+    }
+
     func run() async throws {
         raiseDescriptorLimit()
         var keys: [ShadowsocksKey] = []
-        for text in listeners {
-            do { keys.append(try ShadowsocksKey(parsing: text)) } catch { throw UsageFailure("listener \(keys.count + 1): \(error)") }
+        var trojanKeys: [TrojanKey] = []
+        for (index, text) in listeners.enumerated() {
+            do {
+                if text.lowercased().hasPrefix("trojan://") {
+                    trojanKeys.append(try TrojanKey(parsing: text))
+                } else {
+                    keys.append(try ShadowsocksKey(parsing: text))
+                }
+            } catch { throw UsageFailure("listener \(index + 1): \(error)") }
         }
         let directory = DataDirectory(path: data ?? DataDirectory.defaultPath)
-        if keys.isEmpty {
+        if keys.isEmpty && trojanKeys.isEmpty {
             do {
                 let (key, created) = try DefaultListener.loadOrCreate(in: directory)
                 if created { print("Made a new bridge key in \(directory.path)/\(DefaultListener.fileName)") }
                 keys.append(key)
             } catch { throw UsageFailure("\(error)") }
         }
+        let advertised = host ?? primaryAddress() ?? "127.0.0.1"
+        let trojanListeners = try trojanKeys.map { try trojanListener($0, advertised: advertised, directory: directory) }
+
         let logger = logging.makeLogger(label: "raha.bridge")
         let bridge = Bridge(
-            configuration: .init(listeners: keys, policy: ExitPolicy(allowPrivate: allowPrivate), idleTimeout: .seconds(idleTimeout)),
+            configuration: .init(listeners: keys, trojanListeners: trojanListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
+                                 idleTimeout: .seconds(idleTimeout)),
             group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
-        let advertised = host ?? primaryAddress() ?? "127.0.0.1"
         for (key, bound) in zip(keys, bridge.boundAddresses) {
-            let port = UInt16(bound.port ?? Int(key.server.port))
-            let listenHost = key.server.hostText
-            let wildcard = listenHost == "0.0.0.0" || listenHost == "::"
-            var server = try Endpoint(parsing: wildcard ? advertised : listenHost, defaultPort: port)
-            server.port = port
+            let server = try shownServer(listening: key.server, bound: bound, advertised: advertised)
             let shown = try ShadowsocksKey(method: key.method, password: key.password, server: server, prefix: key.prefix, tag: key.tag)
-            var listening = key.server
-            listening.port = port
-            print("Bridge listening on \(listening) (TCP and UDP), \(key.method.rawValue)")
+            print("Bridge listening on \(listening(key.server, bound)) (TCP and UDP), \(key.method.rawValue)")
             print("Access key: paste it into `raha connect`, or scan or paste it into the Outline app:")
             printAccessKey(shown.uri, qr: !noQR)
+        }
+        for (listener, bound) in zip(trojanListeners, bridge.trojanBoundAddresses) {
+            var shown = listener.key
+            shown.server = try shownServer(listening: listener.key.server, bound: bound, advertised: advertised)
+            if let identity = listener.identity, identity.selfSigned { shown.pinnedCertificateSHA256 = identity.fingerprint }
+            let mode = listener.key.isWebSocket ? "WebSocket" : "TCP"
+            print("Bridge listening on \(listening(listener.key.server, bound)) (Trojan over \(listener.key.tls ? "TLS, " : "plain ")\(mode))")
+            if listener.key.tls {
+                print("Access key: paste it into `raha connect`, or into v2rayNG, Hiddify or Shadowrocket:")
+            } else {
+                print("Access key (for the hop behind your TLS front: give clients the front's address with security=tls):")
+            }
+            printAccessKey(shown.uri, qr: !noQR)
+            if listener.identity?.selfSigned == true {
+                print("(The certificate is self-signed and the key pins it with pin=. Apps that ignore pin= need allowInsecure=1, which lets anyone on the path read the traffic: give them a real certificate with --cert/--key instead.)")
+            }
         }
         if host == nil {
             print("(If this machine is behind NAT, run with --host PUBLIC-ADDRESS so the key names an address others can reach.)")
@@ -85,6 +126,47 @@ struct BridgeCommand: AsyncParsableCommand {
         fflush(stdout)
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
+
+    /// The TLS identity and fallback site of one Trojan listener.
+    private func trojanListener(_ key: TrojanKey, advertised: String, directory: DataDirectory) throws -> TrojanListener {
+        var identity: TLSIdentity?
+        if key.tls {
+            do {
+                if let cert, let keyFile = self.key {
+                    identity = try TLSIdentity.load(certificateFile: cert, keyFile: keyFile)
+                } else {
+                    let name = key.serverName ?? (isWildcard(key.server.hostText) ? advertised : key.server.hostText)
+                    let (made, created) = try TLSIdentity.loadOrCreateSelfSigned(name: name, in: directory)
+                    if created { print("Made a self-signed TLS certificate for \(name) in \(directory.path)") }
+                    identity = made
+                }
+            } catch { throw UsageFailure("\(error)") }
+        }
+        var site: SocketAddress?
+        if let fallback {
+            do {
+                let endpoint = try Endpoint(parsing: fallback)
+                site = try SocketAddress.makeAddressResolvingHost(endpoint.hostText, port: Int(endpoint.port))
+            } catch { throw UsageFailure("--fallback: \(error) (expected HOST:PORT of a web site, e.g. 127.0.0.1:8080)") }
+        }
+        return TrojanListener(key: key, identity: identity, fallback: site)
+    }
+
+    /// The address to put in a printed key: the public one for a wildcard listener, the port actually bound.
+    private func shownServer(listening: Endpoint, bound: SocketAddress, advertised: String) throws -> Endpoint {
+        let port = UInt16(bound.port ?? Int(listening.port))
+        var server = try Endpoint(parsing: isWildcard(listening.hostText) ? advertised : listening.hostText, defaultPort: port)
+        server.port = port
+        return server
+    }
+
+    private func listening(_ endpoint: Endpoint, _ bound: SocketAddress) -> Endpoint {
+        var listening = endpoint
+        listening.port = UInt16(bound.port ?? Int(endpoint.port))
+        return listening
+    }
+
+    private func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
 }
 
 /// The first up, non-loopback IPv4 address of this machine, if any.

@@ -15,13 +15,13 @@ struct ConnectCommand: AsyncParsableCommand {
 
         Examples:
           raha connect 'ss://…'
-          raha connect 'ss://…first' 'ss://…second' --listen 127.0.0.1:1080
+          raha connect 'trojan://…' 'ss://…' --listen 127.0.0.1:1080
           curl --socks5-hostname 127.0.0.1:1080 https://example.org/
           curl --proxy http://127.0.0.1:1080 https://example.org/
         """
     )
 
-    @Argument(help: "Access keys (ss://…).")
+    @Argument(help: "Access keys (ss://… or trojan://…).")
     var keys: [String]
 
     @Option(help: "Where the local proxy listens, HOST:PORT.")
@@ -48,7 +48,7 @@ struct ConnectCommand: AsyncParsableCommand {
         var dialers: [StreamDialer] = []
         for (index, text) in keys.enumerated() {
             do {
-                dialers.append(try ShadowsocksDialer(key: ShadowsocksKey(parsing: text)))
+                dialers.append(try makeDialer(text))
             } catch {
                 throw UsageFailure("access key \(index + 1): \(error)")
             }
@@ -66,5 +66,16 @@ struct ConnectCommand: AsyncParsableCommand {
         print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")
         fflush(stdout)
         while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+}
+
+/// The dialer for one access key, by its scheme.
+func makeDialer(_ text: String) throws -> StreamDialer {
+    let scheme = text.drop(while: { $0 == " " }).prefix(while: { $0 != ":" }).lowercased()
+    switch scheme {
+    case "ss": return try ShadowsocksDialer(key: ShadowsocksKey(parsing: text))
+    case "trojan": return try TrojanDialer(key: TrojanKey(parsing: text))
+    default:
+        throw UsageFailure("not an access key Raha knows: expected ss://… or trojan://…")
     }
 }

@@ -21,6 +21,10 @@ public struct TrojanKey: Hashable, Sendable {
     public var password: String
     public var server: Endpoint
     public var transport: Transport
+    /// TLS on the connection (`security=tls`, the default). Off (`security=none`)
+    /// only makes sense for a bridge's WebSocket listener behind a TLS-terminating
+    /// reverse proxy or CDN, or a client talking to one on a trusted hop.
+    public var tls: Bool
     /// The TLS server name; nil means the server's host name (or none for an IP).
     public var sni: String?
     /// Skip certificate verification (the de facto `allowInsecure=1`). A pin still applies.
@@ -33,7 +37,7 @@ public struct TrojanKey: Hashable, Sendable {
     public var fragment: ClosedRange<Int>?
     public var tag: String?
 
-    public init(password: String, server: Endpoint, transport: Transport = .tls, sni: String? = nil, allowInsecure: Bool = false,
+    public init(password: String, server: Endpoint, transport: Transport = .tls, tls: Bool = true, sni: String? = nil, allowInsecure: Bool = false,
                 pinnedCertificateSHA256: [UInt8]? = nil, alpn: [String] = [], fragment: ClosedRange<Int>? = nil, tag: String? = nil) throws {
         guard !password.isEmpty else { throw WireError.badKey("the Trojan password is empty") }
         if let pin = pinnedCertificateSHA256, pin.count != 32 {
@@ -48,6 +52,7 @@ public struct TrojanKey: Hashable, Sendable {
         self.password = password
         self.server = server
         self.transport = transport
+        self.tls = tls
         self.sni = sni
         self.allowInsecure = allowInsecure
         self.pinnedCertificateSHA256 = pinnedCertificateSHA256
@@ -105,10 +110,12 @@ public struct TrojanKey: Hashable, Sendable {
             if parameters[name] == nil { parameters[name] = value }
         }
 
+        let tls: Bool
         switch parameters["security"]?.lowercased() ?? "tls" {
-        case "tls", "": break
+        case "tls", "": tls = true
+        case "none": tls = false
         case let other:
-            throw WireError.badKey("security=\(other) is not supported: Raha's Trojan runs over TLS (security=tls)")
+            throw WireError.badKey("security=\(other) is not supported: use security=tls (or security=none for a WebSocket listener behind a TLS reverse proxy)")
         }
         let transport: Transport
         switch parameters["type"]?.lowercased() ?? "tcp" {
@@ -138,7 +145,7 @@ public struct TrojanKey: Hashable, Sendable {
         }
         let alpn = (parameters["alpn"] ?? "").split(separator: ",").map { String($0) }
         let sni = (parameters["sni"] ?? parameters["peer"]).flatMap { $0.isEmpty ? nil : $0 }
-        try self.init(password: password, server: server, transport: transport, sni: sni, allowInsecure: insecure,
+        try self.init(password: password, server: server, transport: transport, tls: tls, sni: sni, allowInsecure: insecure,
                       pinnedCertificateSHA256: pin, alpn: alpn, fragment: fragment, tag: tag)
     }
 
@@ -147,7 +154,7 @@ public struct TrojanKey: Hashable, Sendable {
     /// The share-link text, parameters in a fixed order.
     public var uri: String {
         var out = "trojan://" + URIText.percentEncode(Array(password.utf8)) + "@" + server.description
-        var query: [(String, String)] = [("security", "tls")]
+        var query: [(String, String)] = [("security", tls ? "tls" : "none")]
         if let sni { query.append(("sni", sni)) }
         switch transport {
         case .tls:
