@@ -70,11 +70,11 @@ let package = Package(
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
         .testTarget(
             name: "RahaTransportTests",
-            dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio")]
+            dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
         ),
         .testTarget(
             name: "RahaBridgeTests",
-            dependencies: ["RahaBridge", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: ["RahaBridge", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
         ),
         .testTarget(
             name: "RahaProxyTests",

@@ -40,11 +40,19 @@ import Testing
             try TrojanKey(password: "x", server: Endpoint(host: .ipv6(Array(repeating: 0, count: 15) + [1]), port: 8443),
                           transport: .webSocket(path: "/a/b", host: "h.example"), sni: "s.example", allowInsecure: true,
                           pinnedCertificateSHA256: Array(repeating: 0xab, count: 32), alpn: ["http/1.1"], fragment: 5...5),
+            try TrojanKey(password: "behind-nginx", server: Endpoint(host: .ipv4([127, 0, 0, 1]), port: 8081),
+                          transport: .webSocket(path: "/s", host: nil), tls: false),
             TrojanKey.generate(server: Endpoint(host: .ipv4([192, 0, 2, 1]), port: 443), sni: "www.example.com", webSocket: true),
         ]
         for key in keys {
             #expect(try TrojanKey(parsing: key.uri) == key, "\(key.uri)")
         }
+    }
+
+    @Test func securityNoneIsForAWebSocketHopBehindATLSFront() throws {
+        let key = try TrojanKey(parsing: "trojan://pw@127.0.0.1:8081?security=none&type=ws&path=/s")
+        #expect(!key.tls && key.transport == .webSocket(path: "/s", host: nil))
+        #expect(try TrojanKey(parsing: "trojan://pw@127.0.0.1:443").tls, "TLS is the default")
     }
 
     @Test func generatedKeysAreFreshAndUsable() throws {

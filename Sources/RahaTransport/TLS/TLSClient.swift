@@ -116,19 +116,23 @@ public final class ClientHelloFragmentingHandler: ChannelOutboundHandler, Remova
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         guard !done else { return context.write(data, promise: promise) }
         let bytes = Array(unwrapOutboundIn(data).readableBytesView)
-        guard ClientHelloFragmenter.serverNameRange(in: bytes) != nil || bytes.first == 0x16 else {
-            return context.write(data, promise: promise)
-        }
+        guard bytes.first == 0x16 else { return context.write(data, promise: promise) }
         done = true
         var rng = SystemRandomNumberGenerator()
         let recordSizes = (0..<8).map { _ in Int.random(in: sizes, using: &rng) }
         let reframed = ClientHelloFragmenter.splitRecords(bytes, sizes: recordSizes)
-        let segments = ClientHelloFragmenter.segments(reframed, sizes: sizes, using: &rng)
+        // Only the part up to just past the server name is cut small (the
+        // record headers added before it are at most 5 bytes each); the rest,
+        // mostly key shares, goes whole.
+        let nameEnd = ClientHelloFragmenter.serverNameRange(in: bytes)?.upperBound ?? recordSizes.reduce(5, +)
+        let cutLength = min(reframed.count, nameEnd + 5 * (recordSizes.count + 2) + sizes.upperBound)
+        var segments = ClientHelloFragmenter.segments(Array(reframed[..<cutLength]), sizes: sizes, using: &rng)
+        if cutLength < reframed.count { segments.append(Array(reframed[cutLength...])) }
         for (index, segment) in segments.enumerated() {
             let last = index == segments.count - 1
             context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: segment)), promise: last ? promise : nil)
             // Flushing each alone makes each its own TCP segment.
-            if !last { context.flush() }
+            context.flush()
         }
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
