@@ -39,7 +39,7 @@ import Testing
             try TrojanKey(password: "p@ss w/rd#?&", server: Endpoint(host: .domain("b.example"), port: 443), tag: "Raha ☀"),
             try TrojanKey(password: "x", server: Endpoint(host: .ipv6(Array(repeating: 0, count: 15) + [1]), port: 8443),
                           transport: .webSocket(path: "/a/b", host: "h.example"), sni: "s.example", allowInsecure: true,
-                          pinnedCertificateSHA256: Array(repeating: 0xab, count: 32), alpn: ["http/1.1"], fragment: 5...5),
+                          pinnedCertificateSHA256: Array(repeating: 0xab, count: 32), alpn: ["http/1.1"], fragment: 5...5, mux: true),
             try TrojanKey(password: "behind-nginx", server: Endpoint(host: .ipv4([127, 0, 0, 1]), port: 8081),
                           transport: .webSocket(path: "/s", host: nil), tls: false),
             TrojanKey.generate(server: Endpoint(host: .ipv4([192, 0, 2, 1]), port: 443), sni: "www.example.com", webSocket: true),

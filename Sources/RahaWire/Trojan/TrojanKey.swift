@@ -9,7 +9,9 @@
 /// Raha adds two parameters of its own, ignored by other apps: `pin`, the
 /// SHA-256 of the bridge's certificate (hex, colons allowed), which lets a
 /// self-signed bridge be verified without a CA; and `fragment=MIN-MAX`,
-/// which splits the ClientHello into TCP segments of MIN to MAX bytes.
+/// which splits the ClientHello into TCP segments of MIN to MAX bytes; and
+/// `mux=1`, which says the server is a Raha bridge that multiplexes many
+/// streams over one connection (other Trojan servers do not).
 public struct TrojanKey: Hashable, Sendable {
     public enum Transport: Hashable, Sendable {
         /// Trojan directly inside TLS.
@@ -35,10 +37,12 @@ public struct TrojanKey: Hashable, Sendable {
     public var alpn: [String]
     /// ClientHello fragmentation: TCP segment sizes, in bytes.
     public var fragment: ClosedRange<Int>?
+    /// The server is a Raha bridge: streams share connections (`mux=1`).
+    public var mux: Bool
     public var tag: String?
 
     public init(password: String, server: Endpoint, transport: Transport = .tls, tls: Bool = true, sni: String? = nil, allowInsecure: Bool = false,
-                pinnedCertificateSHA256: [UInt8]? = nil, alpn: [String] = [], fragment: ClosedRange<Int>? = nil, tag: String? = nil) throws {
+                pinnedCertificateSHA256: [UInt8]? = nil, alpn: [String] = [], fragment: ClosedRange<Int>? = nil, mux: Bool = false, tag: String? = nil) throws {
         guard !password.isEmpty else { throw WireError.badKey("the Trojan password is empty") }
         if let pin = pinnedCertificateSHA256, pin.count != 32 {
             throw WireError.badKey("the certificate pin must be a SHA-256 (32 bytes), this one has \(pin.count)")
@@ -58,6 +62,7 @@ public struct TrojanKey: Hashable, Sendable {
         self.pinnedCertificateSHA256 = pinnedCertificateSHA256
         self.alpn = alpn
         self.fragment = fragment
+        self.mux = mux
         self.tag = tag
     }
 
@@ -127,6 +132,7 @@ public struct TrojanKey: Hashable, Sendable {
             throw WireError.badKey("type=\(other) is not supported: use type=tcp (plain TLS) or type=ws (WebSocket)")
         }
         let insecure = ["1", "true"].contains(parameters["allowinsecure"]?.lowercased() ?? parameters["insecure"]?.lowercased() ?? "")
+        let mux = ["1", "true"].contains(parameters["mux"]?.lowercased() ?? "")
         var pin: [UInt8]?
         if let text = parameters["pin"], !text.isEmpty {
             let digits = text.lowercased().filter { $0 != ":" }
@@ -146,7 +152,7 @@ public struct TrojanKey: Hashable, Sendable {
         let alpn = (parameters["alpn"] ?? "").split(separator: ",").map { String($0) }
         let sni = (parameters["sni"] ?? parameters["peer"]).flatMap { $0.isEmpty ? nil : $0 }
         try self.init(password: password, server: server, transport: transport, tls: tls, sni: sni, allowInsecure: insecure,
-                      pinnedCertificateSHA256: pin, alpn: alpn, fragment: fragment, tag: tag)
+                      pinnedCertificateSHA256: pin, alpn: alpn, fragment: fragment, mux: mux, tag: tag)
     }
 
     // MARK: Output
@@ -168,6 +174,7 @@ public struct TrojanKey: Hashable, Sendable {
         if allowInsecure { query.append(("allowInsecure", "1")) }
         if let pin = pinnedCertificateSHA256 { query.append(("pin", pin.map { String($0, radix: 16).leftPadded(2) }.joined())) }
         if let fragment { query.append(("fragment", "\(fragment.lowerBound)-\(fragment.upperBound)")) }
+        if mux { query.append(("mux", "1")) }
         out += "?" + query.map { "\($0.0)=\(URIText.percentEncode(Array($0.1.utf8), keeping: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ",") }))" }.joined(separator: "&")
         if let tag { out += "#" + URIText.percentEncode(Array(tag.utf8)) }
         return out
