@@ -189,6 +189,42 @@ final class ManagedProcess: @unchecked Sendable {
 
     var isRunning: Bool { locked { !$0.exited } }
 
+    /// Writes `data` to the child's standard input (which stays open until
+    /// `closeStandardInput()` or `stop()`), e.g. a request for `openssl s_client -quiet`.
+    /// A child that has gone makes the write fail (EPIPE), never kills the
+    /// test process: SIGPIPE is blocked on this thread for the write and a
+    /// pending one is consumed before the old mask returns.
+    func writeToStandardInput(_ data: Data) throws {
+        let fd = stdinPipe.fileHandleForWriting.fileDescriptor
+        var pipeSignal = sigset_t(), previous = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, &previous)
+        defer {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGPIPE) == 1 {
+                var zero = timespec(tv_sec: 0, tv_nsec: 0)
+                _ = sigtimedwait(&pipeSignal, nil, &zero)
+            }
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
+        let bytes = [UInt8](data)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let reason = String(cString: strerror(errno))
+                throw TestFailure("cannot write to \(name)'s standard input (\(reason)); it is \(termination).\nOutput:\n\(output)")
+            }
+            written += n
+        }
+    }
+
+    /// Closes the child's standard input: it reads end of file.
+    func closeStandardInput() { try? stdinPipe.fileHandleForWriting.close() }
+
     /// How it ended ("exit status N" or "killed by signal N"), or "running".
     var termination: String {
         guard !isRunning else { return "running" }

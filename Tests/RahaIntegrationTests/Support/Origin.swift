@@ -58,6 +58,21 @@ final class Origin: @unchecked Sendable {
         return data
     }
 
+    private let filesLock = NSLock()
+    private var madeFiles: [String: Data] = [:]
+
+    /// A file of `bytes` random bytes that the origin serves as `name` (made
+    /// on first use; later calls with the same name return the same bytes).
+    func randomFile(_ name: String, bytes: Int) throws -> Data {
+        filesLock.lock()
+        defer { filesLock.unlock() }
+        if let made = madeFiles[name] { return made }
+        let data = try Self.randomBytes(bytes)
+        try data.write(to: directory.appendingPathComponent(name))
+        madeFiles[name] = data
+        return data
+    }
+
     deinit {
         server.stop()
         try? FileManager.default.removeItem(at: directory)

@@ -25,9 +25,11 @@ enum Paths {
         return path
     }
 
-    /// The absolute path of a tool on PATH, or a clear failure naming the Debian package.
+    /// The absolute path of a tool on PATH (then in /usr/sbin and /sbin, where
+    /// Debian puts daemons such as nginx, should PATH lack them), or a clear
+    /// failure naming the Debian package.
     static func tool(_ name: String, package: String) throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") + ":/usr/sbin:/sbin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(name)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }

@@ -20,23 +20,50 @@ func ssURI(method: String, password: String, port: UInt16) -> String {
     return "ss://\(method):\(password.addingPercentEncoding(withAllowedCharacters: unreserved)!)@127.0.0.1:\(port)"
 }
 
+/// `trojan://PASSWORD@127.0.0.1:PORT?NAME=VALUE&…`, the password and values percent-encoded,
+/// parameters in the order given (e.g. `[("security", "tls"), ("sni", "bridge.raha.test")]`).
+func trojanURI(password: String, port: UInt16, _ parameters: [(String, String)]) -> String {
+    // Unreserved characters, plus / (paths) and : (pins with colons) which a query may hold as they are.
+    let plain = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    let query = parameters.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: plain.union(CharacterSet(charactersIn: "/:")))!)" }
+    return "trojan://\(password.addingPercentEncoding(withAllowedCharacters: plain)!)@127.0.0.1:\(port)"
+        + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+}
+
 /// Starting the programs under test and their peers, each ready before it is returned.
 enum Peers {
     static let connectReadyPrefix = "Local proxy (SOCKS5 and HTTP) listening on 127.0.0.1:"
 
-    /// `raha bridge URI... [extra]`; returns the process and the access keys it printed (one per listener).
+    /// The schemes of the access keys a bridge prints, one key per line.
+    static let keySchemes = ["ss://", "trojan://"]
+
+    /// `raha bridge URI... [extra]`; returns the process and the access keys
+    /// it printed (one per listener: lines starting with ss:// or trojan://).
     static func bridge(_ listeners: [String], allowPrivate: Bool = true, extra: [String] = []) throws -> (ManagedProcess, [String]) {
         let arguments = ["bridge"] + listeners + (allowPrivate ? ["--allow-private"] : []) + ["--no-qr"] + extra
         let process = try ManagedProcess("raha bridge", try Paths.rahaBinary(), arguments)
         var keys: [String] = []
         while keys.count < max(1, listeners.count) {
             let index = keys.count
-            let line = try process.waitForLine(description: "access key \(index + 1) (a line starting with ss://)") { line in
-                line.hasPrefix("ss://") && !keys.contains(line)
+            let line = try process.waitForLine(description: "access key \(index + 1) (a line starting with ss:// or trojan://)") { line in
+                keySchemes.contains { line.hasPrefix($0) } && !keys.contains(line)
             }
             keys.append(line)
         }
         return (process, keys)
+    }
+
+    /// `raha bridge trojan://… --data TMP [--cert FILE --key FILE] [--fallback 127.0.0.1:PORT] [extra]`:
+    /// a Trojan bridge with a fresh data directory of its own (where it keeps
+    /// the self-signed certificate it makes when given none).
+    static func trojanBridge(_ listeners: [String], certificate: TestCertificate? = nil, fallbackPort: UInt16? = nil,
+                             extra: [String] = []) throws -> (ManagedProcess, [String]) {
+        let data = try Paths.temporaryDirectory("bridge-data")
+        ProcessRegistry.shared.removeAtExit(data.path)
+        var arguments = ["--data", data.path]
+        if let certificate { arguments += ["--cert", certificate.certificateFile, "--key", certificate.keyFile] }
+        if let fallbackPort { arguments += ["--fallback", "127.0.0.1:\(fallbackPort)"] }
+        return try bridge(listeners, extra: arguments + extra)
     }
 
     /// `raha connect KEY... --listen 127.0.0.1:PORT [extra]`, ready once it says so.
