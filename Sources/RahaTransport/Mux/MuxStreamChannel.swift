@@ -75,6 +75,7 @@ public final class MuxStreamChannel: Channel, ChannelCore, @unchecked Sendable {
     private var freshReads = CircularBuffer<ByteBuffer>()
     private var heldReads: ByteBuffer?
     private var unsatisfiedRead = false
+    private var deliveryScheduled = false
     private var remoteFinished = false
     private var inputClosedDelivered = false
     var touchedInBurst = false
@@ -156,7 +157,7 @@ public final class MuxStreamChannel: Channel, ChannelCore, @unchecked Sendable {
         }
         guard state == .active else { return }
         if autoRead { pipeline.read() }
-        tryToRead()
+        if unsatisfiedRead && hasPendingInbound { scheduleDelivery() }
         sendPending()
     }
 
@@ -284,9 +285,22 @@ public final class MuxStreamChannel: Channel, ChannelCore, @unchecked Sendable {
         guard state != .closed, !unsatisfiedRead else { return }
         unsatisfiedRead = true
         if hasPendingInbound {
-            tryToRead()
+            scheduleDelivery()
         } else if !remoteFinished {
             mux?.readFromParent()
+        }
+    }
+
+    /// Data already here is delivered from the event loop, not from inside
+    /// `read()`: as on a socket, a handler that asks for a read (say while
+    /// being added, before the handler in front of it has left) does not get
+    /// the data while it is still in the middle of what it was doing.
+    private func scheduleDelivery() {
+        guard !deliveryScheduled else { return }
+        deliveryScheduled = true
+        eventLoop.execute {
+            self.deliveryScheduled = false
+            self.tryToRead()
         }
     }
 
