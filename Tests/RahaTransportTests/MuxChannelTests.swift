@@ -523,6 +523,8 @@ final class MuxStreamProbe: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     var data = ByteBuffer()
     var events: [String] = []
+    var channel: Channel?
+    func handlerAdded(context: ChannelHandlerContext) { channel = context.channel }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         self.data.writeBuffer(&buffer)
@@ -647,6 +649,67 @@ final class MuxStreamProbe: ChannelInboundHandler {
         #expect(sent.first?.body.readableBytes == 600)
         #expect(stream.isWritable)
         #expect(probe.events == ["writable:false", "writable:true"])
+    }
+
+    @Test func withoutAutoReadDataWaitsForReadAndWindowForDelivery() throws {
+        var configuration = MuxHandler.Configuration.testing
+        configuration.session.initialWindow = MuxSession.baseWindow
+        let probe = MuxStreamProbe()
+        let mux = MuxHandler(role: .server, configuration: configuration) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.syncOptions!.setOption(.autoRead, value: false)
+                try stream.pipeline.syncOperations.addHandler(probe)
+            }
+        }
+        let channel = try connected(mux)
+        try channel.writeInbound(frames([.open(stream: 1, to: destination)]
+            + (0..<5).map { _ in MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 9, count: 8 * 1024)) }
+            + [MuxFrame(kind: .finish, stream: 1)]))
+        channel.embeddedEventLoop.run()
+        #expect(probe.data.readableBytes == 0, "nothing is delivered before a read")
+        #expect(try readFrames(channel).frames.isEmpty, "and the peer is granted nothing")
+        let stream = try #require(probe.channel as? MuxStreamChannel)
+        #expect(stream.bufferedInboundBytes == 40 * 1024)
+        stream.read()
+        #expect(probe.data.readableBytes == 0, "delivered from the event loop, not inside read()")
+        channel.embeddedEventLoop.run()
+        #expect(probe.data.readableBytes == 40 * 1024)
+        #expect(probe.events == ["request", "inputClosed"])
+        // The peer finished, so no window is granted any more.
+        #expect(try readFrames(channel).frames.isEmpty)
+    }
+
+    @Test func windowIsGrantedForDeliveredBytesOnly() throws {
+        var configuration = MuxHandler.Configuration.testing
+        configuration.session.initialWindow = MuxSession.baseWindow
+        let probe = MuxStreamProbe()
+        let mux = MuxHandler(role: .server, configuration: configuration) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.syncOptions!.setOption(.autoRead, value: false)
+                try stream.pipeline.syncOperations.addHandler(probe)
+            }
+        }
+        let channel = try connected(mux)
+        try channel.writeInbound(frames([.open(stream: 1, to: destination), MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 1, count: 20 * 1024))]))
+        try channel.writeInbound(frames([MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 2, count: 20 * 1024))]))
+        #expect(try readFrames(channel).frames.isEmpty)
+        probe.channel!.read()
+        channel.embeddedEventLoop.run()
+        #expect(probe.data.readableBytes == 40 * 1024)
+        #expect(try readFrames(channel).frames == [.window(stream: 1, increment: 40 * 1024)])
+    }
+
+    @Test func firstDataCarriesPadding() throws {
+        var configuration = MuxHandler.Configuration.testing
+        configuration.padding = MuxPadding(withFirstData: true, probability: 0, lengths: 10...10)
+        configuration.session.initialWindow = MuxSession.baseWindow
+        let mux = MuxHandler(role: .client, configuration: configuration)
+        let channel = try connected(mux)
+        let stream = try #require(mux.openStream(to: destination)).wait()
+        stream.writeAndFlush(ByteBuffer(string: "first"), promise: nil)
+        stream.writeAndFlush(ByteBuffer(string: "second"), promise: nil)
+        let kinds = try readFrames(channel).frames.map { "\($0.kind):\($0.body.readableBytes)" }
+        #expect(kinds == ["open:15", "data:5", "padding:10", "data:6"])
     }
 
     @Test func aPeerThatBreaksTheProtocolLosesTheConnection() throws {
