@@ -10,9 +10,12 @@ import RahaWire
 /// Created by a `MuxHandler` (never directly). Behaves like a TCP socket
 /// with these specifics:
 ///
-/// - Reads: with `autoRead` off, data is delivered only on `read()`, and the
-///   peer is granted window only for bytes delivered, so a stream whose
-///   reader stalls holds at most the initial window and slows nobody else.
+/// - Reads: data is delivered only against a `read()` (issued by `autoRead`
+///   or by a handler such as the glue), at the end of the connection's read
+///   burst or, for data already buffered, from the event loop (never from
+///   inside `read()` itself). The peer is granted window only for bytes
+///   delivered, so a stream whose reader stalls holds at most the initial
+///   window and slows nobody else.
 /// - Writes: DATA frames go out as the stream's send window allows; the
 ///   rest waits in the channel, which turns unwritable above its
 ///   write-buffer high-water mark, and also while the connection is not
@@ -25,7 +28,7 @@ import RahaWire
 ///   read (or a close when `allowRemoteHalfClosure` is off). Peer RESET or
 ///   the connection ending: `MuxError` through `errorCaught`, then inactive.
 /// - Once both directions have finished and the end was read, the channel
-///   closes by itself.
+///   closes by itself (cleanly: no error), as an HTTP/2 stream channel does.
 ///
 /// Options: `autoRead` (default on), `allowRemoteHalfClosure` (default on),
 /// `writeBufferWaterMark`; other options are accepted and ignored when set,
@@ -64,6 +67,8 @@ public final class MuxStreamChannel: Channel, ChannelCore, @unchecked Sendable {
     /// The destination the peer asked for (server role): fired as a `ProxyRequestEvent` on activation.
     private let request: Endpoint?
     private var state = State.idle
+    /// Why the channel closed, when it was an error.
+    private var closedError: Error?
 
     private var autoRead = true
     private var allowRemoteHalfClosure = true
@@ -144,8 +149,6 @@ public final class MuxStreamChannel: Channel, ChannelCore, @unchecked Sendable {
             }
         }
     }
-
-    private var closedError: Error?
 
     private func activate() {
         guard state == .idle else { return }
