@@ -6,7 +6,9 @@ import NIOCore
 /// reader on either side stops reading on the other: memory per joined pair
 /// is bounded by the channels' write-buffer watermarks. Half-closure is
 /// passed through (needs `allowRemoteHalfClosure` on both channels); once
-/// both directions have ended, both channels close.
+/// both directions have ended, both channels close. Bytes already passed on
+/// are never dropped by a clean end: a channel half-closes or closes only
+/// after the writes queued in it are out. An error on either side aborts both.
 public final class GlueHandler: ChannelDuplexHandler {
     public typealias InboundIn = NIOAny
     public typealias OutboundIn = NIOAny
@@ -16,6 +18,11 @@ public final class GlueHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputEnded = false
+    private var outputClosing = false
+    private var partnerGone = false
+    private var sawError = false
+    /// Completes when the last bytes from the partner have been written.
+    private var lastWrite: EventLoopFuture<Void>?
     private var outputEnded = false
 
     private init() {}
@@ -69,17 +76,69 @@ public final class GlueHandler: ChannelDuplexHandler {
 
     // MARK: Called by the partner
 
-    private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
+    private func partnerWrite(_ data: NIOAny) {
+        guard let context else { return }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.write(data, promise: promise)
+        lastWrite = promise.futureResult
+    }
+
     private func partnerFlush() { context?.flush() }
 
     private func partnerEndedInput() {
-        guard let context, !outputEnded else { return }
-        outputEnded = true
-        context.close(mode: .output, promise: nil)
-        closeIfBothEnded()
+        guard let context, !outputClosing else { return }
+        outputClosing = true
+        // Half-close once the partner's last bytes are out: NIO turns the
+        // half-close of a socket whose input has ended into a full close,
+        // which drops queued writes.
+        afterQueuedWrites(context) { handler, context in
+            let closed = context.eventLoop.makePromise(of: Void.self)
+            let loopBound = NIOLoopBound(handler, eventLoop: context.eventLoop)
+            closed.futureResult.whenComplete { _ in
+                let handler = loopBound.value
+                handler.outputEnded = true
+                if handler.partnerGone {
+                    handler.context?.close(promise: nil)
+                } else {
+                    handler.closeIfBothEnded()
+                }
+            }
+            context.close(mode: .output, promise: closed)
+        }
     }
 
-    private func partnerClosed() { context?.close(promise: nil) }
+    /// The partner closed. After an error (a reset, a failed connection) this
+    /// side is aborted at once. A clean close (NIO closes a socket whose
+    /// output had ended when its input ends, without an `inputClosed`
+    /// event) still delivers what the partner sent: this side closes once
+    /// those bytes are out.
+    private func partnerClosed(cleanly: Bool) {
+        guard let context, !partnerGone else { return }
+        partnerGone = true
+        guard cleanly else {
+            context.close(promise: nil)
+            return
+        }
+        if outputClosing {
+            if outputEnded { context.close(promise: nil) } // else: closes when the output has closed
+            return
+        }
+        outputClosing = true
+        afterQueuedWrites(context) { _, context in context.close(promise: nil) }
+    }
+
+    /// Runs `body` once every write from the partner so far has been written.
+    private func afterQueuedWrites(_ context: ChannelHandlerContext, _ body: @escaping (GlueHandler, ChannelHandlerContext) -> Void) {
+        context.flush()
+        let written = lastWrite ?? context.eventLoop.makeSucceededVoidFuture()
+        lastWrite = nil
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        written.whenComplete { _ in
+            let handler = loopBound.value
+            guard let context = handler.context else { return }
+            body(handler, context)
+        }
+    }
 
     private func partnerBecameWritable() {
         if pendingRead, let context {
@@ -105,7 +164,7 @@ public final class GlueHandler: ChannelDuplexHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        partner?.partnerClosed()
+        partner?.partnerClosed(cleanly: !sawError)
         context.fireChannelInactive()
     }
 
@@ -119,6 +178,7 @@ public final class GlueHandler: ChannelDuplexHandler {
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        sawError = true
         context.close(promise: nil)
     }
 

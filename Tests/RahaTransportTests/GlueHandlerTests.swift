@@ -9,6 +9,9 @@ final class ReadCounter: ChannelOutboundHandler {
     typealias OutboundIn = NIOAny
     var reads = 0
     var outputClosed = false
+    /// Holds the output's close, as a socket does while writes are queued.
+    var holdOutputClose = false
+    var heldOutputClose: EventLoopPromise<Void>?
     func read(context: ChannelHandlerContext) {
         reads += 1
         context.read()
@@ -16,7 +19,7 @@ final class ReadCounter: ChannelOutboundHandler {
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if mode == .output {
             outputClosed = true
-            promise?.succeed()
+            if holdOutputClose { heldOutputClose = promise } else { promise?.succeed() }
         } else {
             context.close(mode: mode, promise: promise)
         }
@@ -69,6 +72,21 @@ final class ReadCounter: ChannelOutboundHandler {
         #expect(try a.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "late answer"))
         b.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         #expect(!a.isActive && !b.isActive)
+    }
+
+    @Test func queuedBytesGoOutBeforeTheFullClose() throws {
+        let (a, closesA, b, _) = try joined()
+        closesA.holdOutputClose = true
+        // A's client ended first; then B's last bytes and its end arrive.
+        a.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        try b.writeInbound(ByteBuffer(string: "last"))
+        b.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!b.isActive, "B is done both ways")
+        #expect(closesA.outputClosed)
+        #expect(a.isActive, "A closes only once its output has closed behind the queued bytes")
+        closesA.heldOutputClose?.succeed()
+        #expect(!a.isActive)
+        #expect(try a.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "last"))
     }
 
     @Test func closingOneClosesTheOther() throws {

@@ -8,7 +8,7 @@ struct MuxPair {
     var server = MuxSession(role: .server, configuration: .init(initialWindow: 64 * 1024, maxDataBody: 8 * 1024, maxStreams: 4, maxStreamsPerConnection: 6))
 
     /// Opens a client stream, failing the test when the session refuses.
-    mutating func open(_ destination: Endpoint) throws -> (UInt32, MuxFrame) {
+    mutating func open(_ destination: Endpoint) throws -> (UInt32, [MuxFrame]) {
         guard let opened = client.openStream(to: destination) else { throw WireError.malformed("the client refused to open a stream") }
         return opened
     }
@@ -43,7 +43,8 @@ func dataBytes(_ events: [MuxSession.Event], stream: UInt32) -> Int {
         var pair = MuxPair()
         let (stream, open) = try pair.open(destination)
         #expect(stream == 1)
-        var events = try MuxPair.deliver([open], to: &pair.server).events
+        #expect(open == [.open(stream: 1, to: destination)], "64 KiB windows: no WINDOW with the OPEN")
+        var events = try MuxPair.deliver(open, to: &pair.server).events
         #expect(events == [.opened(stream: 1, destination: destination)])
         var request = ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n")
         events = try MuxPair.deliver(pair.client.send(stream: 1, &request), to: &pair.server).events
@@ -60,7 +61,7 @@ func dataBytes(_ events: [MuxSession.Event], stream: UInt32) -> Int {
         var pair = MuxPair()
         let (a, openA) = try pair.open(destination)
         let (b, openB) = try pair.open(destination)
-        _ = try MuxPair.deliver([openA, openB], to: &pair.server)
+        _ = try MuxPair.deliver(openA + openB, to: &pair.server)
         var bigA = ByteBuffer(repeating: 0xA, count: 300 * 1024)
         var bigB = ByteBuffer(repeating: 0xB, count: 300 * 1024)
         var receivedA = 0, receivedB = 0
@@ -83,10 +84,37 @@ func dataBytes(_ events: [MuxSession.Event], stream: UInt32) -> Int {
         #expect(receivedA == 128 * 1024)
     }
 
+    @Test func endsWithDifferentWindowsAgree() throws {
+        // The client allows 256 KiB per stream, the server 64 KiB (the base).
+        var client = MuxSession(role: .client, configuration: .init(initialWindow: 256 * 1024))
+        var server = MuxSession(role: .server, configuration: .init(initialWindow: 64 * 1024))
+        let opening = client.openStream(to: destination)
+        let (id, open) = try #require(opening)
+        #expect(open == [.open(stream: id, to: destination), .window(stream: id, increment: 192 * 1024)])
+        let opened = try MuxPair.deliver(open, to: &server)
+        #expect(opened.replies.isEmpty, "the server allows only the base window: nothing to grant")
+        #expect(server.sendWindow(stream: id) == 256 * 1024)
+        // The client starts at the base window; the server never sees more than it allows.
+        var upload = ByteBuffer(repeating: 1, count: 300 * 1024)
+        let frames = client.send(stream: id, &upload)
+        #expect(frames.map(\.body.readableBytes).reduce(0, +) == 64 * 1024)
+        #expect(try MuxPair.deliver(frames, to: &server).events.count == frames.count)
+        // And the other way round, the larger window is granted with the server's reply.
+        var bigServer = MuxSession(role: .server, configuration: .init(initialWindow: 1024 * 1024))
+        var smallClient = MuxSession(role: .client, configuration: .init(initialWindow: 64 * 1024))
+        let opening2 = smallClient.openStream(to: destination)
+        let (id2, open2) = try #require(opening2)
+        #expect(open2.count == 1)
+        let replies = try MuxPair.deliver(open2, to: &bigServer).replies
+        #expect(replies == [.window(stream: id2, increment: 960 * 1024)])
+        _ = try MuxPair.deliver(replies, to: &smallClient)
+        #expect(smallClient.sendWindow(stream: id2) == 1024 * 1024)
+    }
+
     @Test func protocolViolationsAreErrors() throws {
         var pair = MuxPair()
         let (a, open) = try pair.open(destination)
-        _ = try MuxPair.deliver([open], to: &pair.server)
+        _ = try MuxPair.deliver(open, to: &pair.server)
         // More DATA than granted.
         var server = pair.server
         let tooMuch = (0..<9).map { _ in MuxFrame(kind: .data, stream: a, body: ByteBuffer(repeating: 1, count: 8 * 1024)) }
@@ -105,7 +133,7 @@ func dataBytes(_ events: [MuxSession.Event], stream: UInt32) -> Int {
     @Test func streamCountAndLifetimeAreBounded() throws {
         var pair = MuxPair()
         var opens: [MuxFrame] = []
-        for _ in 0..<4 { opens.append(try pair.open(destination).1) }
+        for _ in 0..<4 { opens += try pair.open(destination).1 }
         let fifth = pair.client.openStream(to: destination)
         #expect(fifth == nil, "at most 4 open at once")
         _ = try MuxPair.deliver(opens, to: &pair.server)

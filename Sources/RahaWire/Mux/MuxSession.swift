@@ -5,16 +5,23 @@ import NIOCore
 /// events, enforcing per-stream flow control so that one slow stream
 /// cannot stall the others.
 ///
-/// Flow control: each side grants the other `initialWindow` bytes of DATA
-/// per stream and grants more (WINDOW) as its application consumes what
-/// arrived. A sender never exceeds the window it was granted; a receiver
-/// treats a peer that does as broken. So the memory a connection may have
-/// to hold for the peer is at most `initialWindow` per open stream.
+/// Flow control: every stream starts with `baseWindow` bytes of DATA
+/// allowed each way; a receiver configured with a larger `initialWindow`
+/// grants the difference with a WINDOW frame as the stream opens (so the
+/// two ends need not agree on their windows), and grants more as its
+/// application consumes what arrived. A sender never exceeds the window it
+/// was granted; a receiver treats a peer that does as broken. So the memory
+/// a connection may have to hold for the peer is at most `initialWindow`
+/// per open stream.
 public struct MuxSession {
+    /// The window every stream starts with, both ways, before any WINDOW frame.
+    public static let baseWindow = 64 * 1024
+
     public enum Role: Sendable { case client, server }
 
     public struct Configuration: Sendable {
-        /// Bytes of DATA each side may send on a stream before hearing back.
+        /// Bytes of DATA the peer may send on a stream before this end has
+        /// consumed any (at least `MuxSession.baseWindow`).
         public var initialWindow: Int
         /// Largest DATA body; bigger writes are cut into several frames.
         public var maxDataBody: Int
@@ -25,6 +32,7 @@ public struct MuxSession {
         public var maxStreamsPerConnection: Int
 
         public init(initialWindow: Int = 256 * 1024, maxDataBody: Int = 16 * 1024, maxStreams: Int = 128, maxStreamsPerConnection: Int = 1000) {
+            precondition(initialWindow >= MuxSession.baseWindow, "a mux window is at least \(MuxSession.baseWindow) bytes")
             self.initialWindow = initialWindow
             self.maxDataBody = maxDataBody
             self.maxStreams = maxStreams
@@ -76,14 +84,26 @@ public struct MuxSession {
 
     // MARK: Outbound
 
-    /// Opens a stream; nil when this connection takes no more streams (open another).
-    public mutating func openStream(to destination: Endpoint) -> (stream: UInt32, frame: MuxFrame)? {
+    /// Opens a stream: the OPEN frame (and a WINDOW when this end allows
+    /// more than the base window). Nil when this connection takes no more
+    /// streams (open another).
+    public mutating func openStream(to destination: Endpoint) -> (stream: UInt32, frames: [MuxFrame])? {
         guard !isDraining, streams.count < configuration.maxStreams else { return nil }
         let id = nextStream
         nextStream += 2
         opened += 1
-        streams[id] = Stream(sendWindow: configuration.initialWindow, receiveWindow: configuration.initialWindow)
-        return (id, .open(stream: id, to: destination))
+        streams[id] = newStream()
+        return (id, [.open(stream: id, to: destination)] + initialGrant(stream: id))
+    }
+
+    private func newStream() -> Stream {
+        Stream(sendWindow: Self.baseWindow, receiveWindow: configuration.initialWindow)
+    }
+
+    /// The WINDOW frame that raises the peer's window from the base to ours.
+    private func initialGrant(stream id: UInt32) -> [MuxFrame] {
+        let extra = configuration.initialWindow - Self.baseWindow
+        return extra > 0 ? [.window(stream: id, increment: UInt32(extra))] : []
     }
 
     /// DATA frames for as much of `data` as the stream's window allows; what
@@ -157,9 +177,9 @@ public struct MuxSession {
             guard streams.count < configuration.maxStreams, !wentAway else {
                 return ([], [MuxFrame(kind: .reset, stream: id)])
             }
-            streams[id] = Stream(sendWindow: configuration.initialWindow, receiveWindow: configuration.initialWindow)
+            streams[id] = newStream()
             opened += 1
-            return ([.opened(stream: id, destination: destination)], [])
+            return ([.opened(stream: id, destination: destination)], initialGrant(stream: id))
         case .data:
             guard var stream = streams[id] else { return ([], []) } // late data for a stream we reset
             guard !stream.remoteFinished else { throw WireError.malformed("DATA after FINISH on stream \(id)") }
