@@ -23,6 +23,9 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let clock = Code(rawValue: "clock")
         /// An access key or other configuration text that cannot be used.
         public static let badKey = Code(rawValue: "bad-key")
+        /// The peer understood the request and turned it down (an HTTP
+        /// status instead of the protocol switch that was asked for).
+        public static let refused = Code(rawValue: "refused")
     }
 
     public var code: Code
