@@ -292,6 +292,16 @@ private func readError(_ input: [UInt8], requireMasked: Bool = false) -> WireErr
         #expect(decide(plain, path: "chat") == .upgrade(key: rfcKey, headLength: plain.readableBytes, earlyData: nil), "the configured path may lack its slash")
     }
 
+    @Test func pathsAreComparedAsSentOrPercentDecoded() {
+        let encoded = WebSocketHandshake.clientRequest(path: "/a b/\u{0434}", host: "h", key: rfcKey)
+        #expect(String(buffer: encoded).hasPrefix("GET /a%20b/%D0%B4 HTTP/1.1\r\n"), "what a target cannot carry is encoded")
+        #expect(decide(encoded, path: "/a b/\u{0434}") == .upgrade(key: rfcKey, headLength: encoded.readableBytes, earlyData: nil))
+        #expect(decide(encoded, path: "/a%20b/%D0%B4") == .upgrade(key: rfcKey, headLength: encoded.readableBytes, earlyData: nil))
+        #expect(decide(request("/%73ecret"), path: "/secret") != .reject)
+        #expect(decide(request("/%7"), path: "/%7") != .reject)
+        #expect(decide(request("/%zz"), path: "/secret") == .reject)
+    }
+
     @Test(arguments: ["/", "/cha", "/chat/", "/Chat", "/chatx", "/chat%20", "//chat", "http://bridge.example/chat", "*"])
     func anyOtherPathIsRejected(target: String) {
         #expect(decide(request(target)) == .reject)

@@ -39,10 +39,12 @@ public enum WebSocketHandshake {
     /// The client's upgrade request, shaped like a browser's (Chrome's field
     /// order, without Origin and without offering compression). `path` is
     /// the request target (a query is kept); a missing leading slash is
-    /// added. `host` goes into the Host field as given (add the port when it
-    /// is not the scheme's default).
+    /// added, and bytes a request target cannot carry (spaces, controls,
+    /// non-ASCII) are percent-encoded, as Go's clients do. `host` goes into
+    /// the Host field as given (add the port when it is not the scheme's
+    /// default).
     public static func clientRequest(path: String, host: String, key: String) -> ByteBuffer {
-        var head = HTTPRequestHead(method: "GET", target: normalizedTarget(path), headers: [
+        var head = HTTPRequestHead(method: "GET", target: encodedTarget(path), headers: [
             (name: "Host", value: host),
             (name: "Connection", value: "Upgrade"),
             (name: "Pragma", value: "no-cache"),
@@ -93,8 +95,9 @@ public enum WebSocketHandshake {
     /// anything.
     ///
     /// Accepts only `GET <path>[?query] HTTP/1.1` whose path part equals
-    /// `path` exactly (the query, such as v2ray's `?ed=2048`, is ignored on
-    /// both sides; the comparison is constant-time for equal lengths), with
+    /// `path` exactly, as sent or percent-decoded (the query, such as
+    /// v2ray's `?ed=2048`, is ignored on both sides; the comparison is
+    /// constant-time for equal lengths), with
     /// `Upgrade: websocket`, `Connection: upgrade` (as a token, any case),
     /// `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` of 16 bytes in
     /// base64. Rejects as early as it can: a first byte that cannot start
@@ -115,8 +118,12 @@ public enum WebSocketHandshake {
         if let cr = window.firstIndex(of: UInt8(ascii: "\r")) {
             do {
                 let line = try parseRequestLine(Array(readable[readable.startIndex..<cr]))
-                guard line.version == .http1_1,
-                      constantTimeEquals(Array(pathPart(line.target).utf8), expectedPath) else { return .reject }
+                let requested = pathPart(line.target)
+                let raw = Array(requested.utf8)
+                // Both comparisons run, whatever the first one found.
+                let rawMatches = constantTimeEquals(raw, expectedPath)
+                let decodedMatches = constantTimeEquals(percentDecoded(raw) ?? raw, expectedPath)
+                guard line.version == .http1_1, rawMatches || decodedMatches else { return .reject }
             } catch {
                 return .reject
             }
@@ -206,6 +213,41 @@ public enum WebSocketHandshake {
     /// The target with a leading slash.
     static func normalizedTarget(_ path: String) -> String {
         path.hasPrefix("/") ? path : "/" + path
+    }
+
+    /// The target with a leading slash and every byte that a request target
+    /// cannot carry percent-encoded.
+    static func encodedTarget(_ path: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        let unsafe = Array(#""<>\^`{|}"#.utf8)
+        var out: [UInt8] = []
+        for b in normalizedTarget(path).utf8 {
+            if b <= 0x20 || b >= 0x7F || unsafe.contains(b) {
+                out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 0x0F)]]
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The bytes with %XX sequences decoded; nil when a % is not followed
+    /// by two hex digits.
+    static func percentDecoded(_ bytes: [UInt8]) -> [UInt8]? {
+        guard bytes.contains(UInt8(ascii: "%")) else { return bytes }
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%") {
+                guard i + 2 < bytes.count, let high = hexValue(bytes[i + 1]), let low = hexValue(bytes[i + 2]) else { return nil }
+                out.append(high << 4 | low)
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return out
     }
 
     /// The target up to its query.
