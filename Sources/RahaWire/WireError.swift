@@ -25,6 +25,9 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let badKey = Code(rawValue: "bad-key")
         /// The peer ended or refused a handshake (TLS, WebSocket upgrade).
         public static let handshake = Code(rawValue: "handshake")
+        /// The peer understood the request and turned it down (an HTTP
+        /// status instead of the protocol switch that was asked for).
+        public static let refused = Code(rawValue: "refused")
     }
 
     public var code: Code

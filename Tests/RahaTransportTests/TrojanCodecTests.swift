@@ -120,3 +120,19 @@ func drain(_ channel: EmbeddedChannel) throws -> [UInt8] {
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
     }
 }
+
+@Suite struct TrojanFallbackHalfCloseTests {
+    @Test func aHalfCloseBeforeTheHeaderIsCompleteGoesToTheSiteWithTheBytes() throws {
+        let loop = EmbeddedEventLoop()
+        let site = FakeSite(loop: loop)
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandlers([TrojanServerCodec(passwords: ["right"], fallback: site.dialer), Recorder()])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let partial = Array(Trojan.passwordHash("right").prefix(20))
+        try channel.writeInbound(ByteBuffer(bytes: partial))
+        #expect(site.sites.isEmpty, "still deciding")
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        let fallback = try #require(site.sites.first)
+        #expect(try drain(fallback) == partial)
+    }
+}

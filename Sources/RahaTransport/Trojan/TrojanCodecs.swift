@@ -1,10 +1,6 @@
 import NIOCore
 import RahaWire
 
-/// Opens a connection to the bridge's fallback web site, on the event loop given
-/// (the codec joins it to the client channel on that loop).
-public typealias FallbackDialer = @Sendable (EventLoop) -> EventLoopFuture<Channel>
-
 /// The bridge's Trojan codec, on the plaintext side of TLS (or WebSocket).
 ///
 /// Until it has decided, it consumes nothing. An authenticated CONNECT
@@ -26,6 +22,7 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
     private let fallback: FallbackDialer
     private var state: State = .deciding
     private var buffered = ByteBuffer()
+    private var inputClosed = false
 
     public init(passwords: [String], fallback: @escaping FallbackDialer) {
         self.userHashes = passwords.map(Trojan.passwordHash)
@@ -63,25 +60,22 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
         }
     }
 
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, case .inputClosed = event, state != .authenticated else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // A client that stops sending before its header is complete is not
+        // one of ours: the site gets its bytes and the half-close.
+        inputClosed = true
+        if state == .deciding { fallBack(context: context) }
+    }
+
     private func fallBack(context: ChannelHandlerContext) {
         state = .fallingBack
-        let client = context.channel
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        client.setOption(.autoRead, value: false).whenComplete { _ in }
-        fallback(context.eventLoop).whenComplete { result in
-            let (handler, context) = loopBound.value
-            switch result {
-            case .failure:
-                // Like a web server that is down: close.
-                context.close(promise: nil)
-            case .success(let site):
-                guard client.isActive else { site.close(promise: nil); return }
-                site.writeAndFlush(handler.buffered, promise: nil)
-                handler.buffered = ByteBuffer()
-                // The glue takes this codec's place, so no later handler
-                // (the exit, waiting for a request) ever sees the prober's bytes.
-                GlueHandler.splice(replacing: handler, at: context, with: site)
-            }
+        GlueHandler.spliceToFallback(replacing: self, at: context, dialer: fallback) { [self] in
+            defer { buffered = ByteBuffer() }
+            return (buffered, inputClosed)
         }
     }
 }
