@@ -132,6 +132,9 @@ public final class Bridge: @unchecked Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+                    if case .webSocket(let path, _) = key.transport {
+                        try sync.addHandler(WebSocketServerHandler(path: path, fallback: site))
+                    }
                     try sync.addHandlers([
                         TrojanServerCodec(passwords: passwords, fallback: site),
                         BridgeExitHandler(exit: exit, logger: logger),

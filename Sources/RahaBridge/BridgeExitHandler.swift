@@ -30,6 +30,10 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .connecting(pending: pending, inputClosed: true)
             return
         }
+        if event is MuxRequestEvent, case .awaitingRequest = state {
+            becomeMux(context: context)
+            return
+        }
         guard let request = event as? ProxyRequestEvent, case .awaitingRequest = state else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -47,6 +51,23 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
                 handler.logger.debug("exit connection failed", metadata: ["reason": "\((error as? Exit.ExitError)?.description ?? privacySafeReason(error))"])
                 context.close(promise: nil)
             }
+        }
+    }
+
+    /// The connection carries many streams: a server mux takes this
+    /// handler's place, and each stream gets an exit handler of its own.
+    private func becomeMux(context: ChannelHandlerContext) {
+        let exit = self.exit, logger = self.logger
+        let mux = MuxHandler(role: .server) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger))
+            }
+        }
+        do {
+            try context.pipeline.syncOperations.addHandler(mux, position: .after(self))
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        } catch {
+            context.close(promise: nil)
         }
     }
 

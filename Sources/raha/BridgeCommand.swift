@@ -108,6 +108,8 @@ struct BridgeCommand: AsyncParsableCommand {
             var shown = listener.key
             shown.server = try shownServer(listening: listener.key.server, bound: bound, advertised: advertised)
             if let identity = listener.identity, identity.selfSigned { shown.pinnedCertificateSHA256 = identity.fingerprint }
+            // Raha clients multiplex streams; other apps ignore the parameter.
+            shown.mux = true
             let mode = listener.key.isWebSocket ? "WebSocket" : "TCP"
             print("Bridge listening on \(listening(listener.key.server, bound)) (Trojan over \(listener.key.tls ? "TLS, " : "plain ")\(mode))")
             if listener.key.tls {

@@ -49,7 +49,9 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
             return
         case .authenticated(_, let request) where request.command == .connect:
             state = .authenticated
-            context.fireUserInboundEventTriggered(ProxyRequestEvent(target: request.destination))
+            // A Raha client asking for a multiplexed connection names a reserved destination.
+            context.fireUserInboundEventTriggered(request.destination == Trojan.muxDestination
+                                                  ? MuxRequestEvent() as Any : ProxyRequestEvent(target: request.destination))
             if buffered.readableBytes > 0 {
                 context.fireChannelRead(wrapInboundOut(buffered))
                 buffered = ByteBuffer()

@@ -7,13 +7,40 @@ import RahaWire
 /// and certificate check, optionally WebSocket, then the Trojan header with
 /// the first payload. A stream is returned once TLS (and the WebSocket
 /// upgrade) completed, so a blocked or impersonated server fails the dial.
+/// With `mux=1` (a Raha bridge) streams share connections instead: one per
+/// event loop, opened like any other but naming `Trojan.muxDestination`.
 public final class TrojanDialer: StreamDialer {
-    public let key: TrojanKey
-    public let connectTimeout: TimeAmount
+    private let connector: TrojanConnector
+    private let muxPool: MuxPool?
+
+    public init(key: TrojanKey, connectTimeout: TimeAmount = .seconds(10)) throws {
+        let connector = try TrojanConnector(key: key, connectTimeout: connectTimeout)
+        self.connector = connector
+        muxPool = key.mux ? MuxPool { eventLoop in connector.connect(to: Trojan.muxDestination, on: eventLoop) } : nil
+    }
+
+    public var key: TrojanKey { connector.key }
+
+    public var label: String { "trojan\(key.isWebSocket ? "+ws" : "")\(key.mux ? "+mux" : "") via \(key.server)" }
+
+    public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        if let muxPool { return muxPool.openStream(to: target, on: eventLoop) }
+        return connector.connect(to: target, on: eventLoop)
+    }
+
+    public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
+        eventLoop.makeFailedFuture(WireError.unsupported("UDP through a Trojan key is not supported yet: use a Shadowsocks key for UDP"))
+    }
+}
+
+/// Opens one Trojan connection: TCP, TLS, WebSocket, then the request.
+struct TrojanConnector: Sendable {
+    let key: TrojanKey
+    let connectTimeout: TimeAmount
     private let tls: TLSClient?
     private let serverAddress: SocketAddress?
 
-    public init(key: TrojanKey, connectTimeout: TimeAmount = .seconds(10)) throws {
+    init(key: TrojanKey, connectTimeout: TimeAmount) throws {
         self.key = key
         self.connectTimeout = connectTimeout
         if key.tls {
@@ -28,10 +55,9 @@ public final class TrojanDialer: StreamDialer {
         self.serverAddress = try? SocketAddress(ipAddress: key.server.hostText, port: Int(key.server.port))
     }
 
-    public var label: String { "trojan\(key.isWebSocket ? "+ws" : "") via \(key.server)" }
-
-    public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        let tls = self.tls, fragment = key.fragment, password = key.password
+    /// One connection carrying the stream to `target`, once TLS and WebSocket are up.
+    func connect(to target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        let tls = self.tls, fragment = key.fragment, password = key.password, key = self.key
         let bootstrap = ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -44,7 +70,9 @@ public final class TrojanDialer: StreamDialer {
         let connected = serverAddress.map { bootstrap.connect(to: $0) }
             ?? bootstrap.connect(host: key.server.hostText, port: Int(key.server.port))
         return connected.flatMap { channel in
-            Self.handshake(channel).flatMapThrowing {
+            Self.handshake(channel).flatMap {
+                Self.upgrade(channel, key: key)
+            }.flatMapThrowing {
                 try channel.pipeline.syncOperations.addHandlers([
                     TrojanClientCodec(password: password, target: target),
                     FirstWriteDeadline(),
@@ -65,8 +93,17 @@ public final class TrojanDialer: StreamDialer {
         return waiter.completed
     }
 
-    public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
-        eventLoop.makeFailedFuture(WireError.unsupported("UDP through a Trojan key is not supported yet: use a Shadowsocks key for UDP"))
+    /// Completes once the WebSocket upgrade is done (at once without WebSocket).
+    private static func upgrade(_ channel: Channel, key: TrojanKey) -> EventLoopFuture<Void> {
+        guard case .webSocket(let path, let host) = key.transport else { return channel.eventLoop.makeSucceededVoidFuture() }
+        let upgraded = channel.eventLoop.makePromise(of: Void.self)
+        do {
+            try channel.pipeline.syncOperations.addHandler(
+                WebSocketClientHandler(path: path, host: host ?? key.serverName ?? key.server.hostText, upgraded: upgraded))
+        } catch {
+            upgraded.fail(error)
+        }
+        return upgraded.futureResult
     }
 }
 

@@ -23,6 +23,10 @@ public enum Trojan {
         }
     }
 
+    /// The destination a Raha client names to ask a Raha bridge for a
+    /// multiplexed connection (a reserved name that never resolves, RFC 2606).
+    public static let muxDestination = Endpoint(host: .domain("mux.raha.invalid"), port: 1)
+
     /// Length of the hex SHA-224 of a password.
     public static let hashLength = 56
     /// The longest header: hash, CRLF, CMD, ATYP, a 255-byte name, port, CRLF.
