@@ -170,6 +170,35 @@ extension RahaIntegration {
             }
         }
 
+        @Test("Multiplexing: with the bridge's key (mux=1) sequential and parallel streams all share one TLS connection",
+              arguments: [TrojanTransport.tls, .webSocket])
+        func streamsShareOneConnection(transport: TrojanTransport) throws {
+            let origin = try Origin.shared()
+            let running = Processes()
+            defer { running.stopAll() }
+            let port = try Ports.free()
+            let (bridge, keys) = try Peers.trojanBridge([trojanListener(password: randomPassword(), port: port, transport: transport,
+                                                                        path: randomWebSocketPath())])
+            running.add(bridge)
+            let key = try #require(keys.first)
+            #expect(key.contains("mux=1"), "the bridge's key does not offer multiplexing: \(key)")
+            // One event loop, so one multiplexed connection.
+            let (connect, proxyPort) = try Peers.connect([key], extra: ["--threads", "1"])
+            running.add(connect)
+            for round in 0..<12 {
+                let result = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", origin.smallURL])
+                #expect(result.status == 0 && result.body == origin.small,
+                        "fetch \(round + 1): curl \(result.status): \(result.stderr)\(outputs([bridge, connect]))")
+            }
+            // Several at once, in one curl (each URL its own proxied stream).
+            let urls = (0..<6).map { _ in origin.smallURL }
+            let parallel = try Curl.fetch(["--parallel", "--parallel-max", "6", "--socks5-hostname", "127.0.0.1:\(proxyPort)"] + urls)
+            let expected = Data(Array(repeating: origin.small, count: 6).joined())
+            #expect(parallel.status == 0 && parallel.body == expected, "parallel fetches: curl \(parallel.status): \(parallel.stderr)")
+            let open = try establishedConnections(to: port)
+            #expect(open == 1, "18 streams left \(open) connections to the bridge open, expected the one they all shared")
+        }
+
         @Test("CDN: raha connect → nginx (TLS, cdn.raha.test, WebSocket proxied on one path) → raha bridge (plain WebSocket) → origin",
               arguments: [CertificateCheck.pin, .allowInsecure])
         func throughNginxFront(check: CertificateCheck) throws {
@@ -201,4 +230,11 @@ extension RahaIntegration {
             #expect(front.process.isRunning && bridge.isRunning, "nginx or the bridge died:\n\(front.errorLog)\(outputs(processes))")
         }
     }
+}
+
+/// Established TCP connections from this machine to 127.0.0.1:port (client side), per `ss`.
+func establishedConnections(to port: UInt16) throws -> Int {
+    let ss = try Paths.tool("ss", package: "iproute2")
+    let listed = try runCommand("ss", ss, ["-Htn", "state", "established", "dst", "127.0.0.1:\(port)"])
+    return listed.stdoutText.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.count
 }
