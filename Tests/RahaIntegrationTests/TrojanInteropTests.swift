@@ -170,6 +170,31 @@ extension RahaIntegration {
             }
         }
 
+        @Test("ClientHello fragmentation (fragment=MIN-MAX): Go's TLS in v2ray and BoringSSL in raha bridge both accept the re-framed, re-segmented ClientHello")
+        func fragmentedClientHelloIsAccepted() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let password = randomPassword()
+            let certificate = try TestCertificate.make(for: trojanBridgeName)
+            let (v2ray, v2rayPort) = try V2Ray.trojanServer(password: password, certificate: certificate)
+            running.add(v2ray)
+            let bridgePort = try Ports.free()
+            let (bridge, keys) = try Peers.trojanBridge([trojanListener(password: password, port: bridgePort, transport: .tls, path: "/")])
+            running.add(bridge)
+            let bridgeKey = try #require(keys.first)
+            let v2rayKey = trojanURI(password: password, port: v2rayPort,
+                                     [("security", "tls"), ("sni", trojanBridgeName), ("pin", certificate.sha256)])
+            for (name, key, server) in [("v2ray", v2rayKey, v2ray), ("raha bridge", bridgeKey, bridge)] {
+                for sizes in ["1-1", "3-9", "20-60"] {
+                    let (connect, proxyPort) = try Peers.connect([key + "&fragment=\(sizes)"])
+                    running.add(connect)
+                    try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(proxyPort)"],
+                                          via: "raha connect (fragment=\(sizes)) → \(name)", processes: [server, connect])
+                    connect.stop()
+                }
+            }
+        }
+
         @Test("Multiplexing: with the bridge's key (mux=1) sequential and parallel streams all share one TLS connection",
               arguments: [TrojanTransport.tls, .webSocket])
         func streamsShareOneConnection(transport: TrojanTransport) throws {
