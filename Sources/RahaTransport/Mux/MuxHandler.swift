@@ -1,32 +1,21 @@
 import NIOCore
 import RahaWire
 
-/// Why a mux stream or connection ended abnormally. The description never
-/// names a destination or an address, so it is safe to log.
-public struct MuxError: Error, Hashable, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, RawRepresentable, CustomStringConvertible {
-        public var rawValue: String
-        public init(rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
+/// Why a mux stream or connection ended abnormally: a `WireError` with one
+/// of the codes below. The description never names a destination or an
+/// address, so it is safe to log.
+public typealias MuxError = WireError
 
-        /// The peer aborted the stream (or refused to open it: too many streams, going away).
-        public static let streamReset = Code(rawValue: "mux-stream-reset")
-        /// The connection that carried the stream closed or failed.
-        public static let connectionClosed = Code(rawValue: "mux-connection-closed")
-    }
+extension WireError.Code {
+    /// The peer aborted the stream (or refused to open it: too many streams, going away).
+    public static let streamReset = WireError.Code(rawValue: "mux-stream-reset")
+    /// The connection that carried the stream closed or failed.
+    public static let connectionClosed = WireError.Code(rawValue: "mux-connection-closed")
+}
 
-    public var code: Code
-    public var reason: String
-
-    public init(_ code: Code, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
-
-    public var description: String { reason }
-
-    public static let streamReset = MuxError(.streamReset, "the other end aborted or refused the stream")
-    public static let connectionClosed = MuxError(.connectionClosed, "the multiplexed connection closed")
+extension WireError {
+    public static let streamReset = WireError(.streamReset, "the other end aborted or refused the stream")
+    public static let connectionClosed = WireError(.connectionClosed, "the multiplexed connection closed")
 }
 
 /// When PADDING frames are sent, so that record sizes on the wire do not
