@@ -53,6 +53,7 @@ import Testing
         let key = try TrojanKey(parsing: "trojan://pw@127.0.0.1:8081?security=none&type=ws&path=/s")
         #expect(!key.tls && key.transport == .webSocket(path: "/s", host: nil))
         #expect(try TrojanKey(parsing: "trojan://pw@127.0.0.1:443").tls, "TLS is the default")
+        #expect(throws: WireError.self) { try TrojanKey(parsing: "trojan://pw@127.0.0.1:443?security=none") }
     }
 
     @Test func generatedKeysAreFreshAndUsable() throws {

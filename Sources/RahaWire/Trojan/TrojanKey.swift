@@ -50,6 +50,9 @@ public struct TrojanKey: Hashable, Sendable {
         if let fragment, fragment.lowerBound < 1 {
             throw WireError.badKey("fragment sizes start at 1 byte: expected fragment=MIN-MAX, e.g. fragment=10-40")
         }
+        if !tls, transport == .tls {
+            throw WireError.badKey("security=none without WebSocket would send the password and every byte in the clear: use security=tls, or security=none&type=ws only for the hop behind a TLS front")
+        }
         if case .webSocket(let path, _) = transport, !path.hasPrefix("/") {
             throw WireError.badKey("the WebSocket path must start with /: expected path=/SECRET-PATH")
         }
