@@ -38,6 +38,10 @@ extension RahaIntegration {
                 ("ss://\(Data("rc4-md5:\(secret)".utf8).base64EncodedString())@127.0.0.1:8388#tag", secret,
                  ["access key 1", "unknown Shadowsocks method", "rc4-md5"]),
                 (ssURI(method: "2022-blake3-aes-256-gcm", password: psk16, port: 8388), psk16, ["access key 1", "exactly 32 bytes"]),
+                ("trojan://\(secret)@127.0.0.1:443?security=none", secret, ["access key 1", "in the clear"]),
+                ("trojan://\(secret)@127.0.0.1:443?pin=abcd", secret, ["access key 1", "pin=", "SHA-256"]),
+                ("trojan://\(secret)@127.0.0.1:443?type=grpc", secret, ["access key 1", "type=grpc"]),
+                ("vmess://\(secret)", secret, ["access key 1", "ss://", "trojan://"]),
             ]
             for (key, secret, mentions) in cases {
                 let port = try Ports.free()
@@ -84,6 +88,29 @@ extension RahaIntegration {
             let (client, proxyPort) = try Peers.connect([try #require(keys.first)])
             running.add(client)
             try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(proxyPort)"], via: "a key from raha key new", processes: [bridge, client])
+        }
+
+        @Test("raha key new --transport trojan prints a key raha connect accepts; raha bridge refuses --cert without --key and a key file others can read")
+        func trojanKeysAndCertificates() throws {
+            let made = try raha(["key", "new", "--transport", "trojan", "--host", "bridge.example.org", "--port", "443", "--ws", "--no-qr"])
+            #expect(made.status == 0, "\(made.output)")
+            let key = made.stdoutText.split(whereSeparator: \.isNewline).map(String.init).first { $0.hasPrefix("trojan://") } ?? ""
+            #expect(key.contains("@bridge.example.org:443") && key.contains("type=ws") && key.contains("path=/"), "key new printed “\(key)”")
+
+            let alone = try raha(["bridge", "trojan://pw@127.0.0.1:443?sni=a.test", "--cert", "/nonexistent.pem"])
+            #expect(alone.status != 0 && alone.output.contains("--cert and --key go together"), "\(alone.output)")
+
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raha-cli-cert-\(getpid())")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let certificate = try TestCertificate.make(for: "a.test")
+            let readable = directory.appendingPathComponent("key.pem").path
+            try FileManager.default.copyItem(atPath: certificate.keyFile, toPath: readable)
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: readable)
+            let refused = try raha(["bridge", "trojan://pw@127.0.0.1:\(try Ports.free())?sni=a.test", "--cert", certificate.certificateFile,
+                                    "--key", readable, "--data", directory.path, "--no-qr"])
+            let errors = errorLines(refused)
+            #expect(refused.status != 0 && errors.count == 1 && (errors.first ?? "").contains("chmod 600"), "\(refused.output)")
         }
 
         @Test("raha bridge --data DIR: makes DIR/shadowsocks.key (mode 0600), prints the same key next time, refuses it once world-readable",
