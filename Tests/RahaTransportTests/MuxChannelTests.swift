@@ -727,3 +727,15 @@ final class MuxStreamProbe: ChannelInboundHandler {
         #expect(probe.events.contains { $0.hasPrefix("error:") })
     }
 }
+
+@Suite struct MuxPoolTests {
+    @Test func eachConnectionDrawsItsOwnLimits() {
+        let base = MuxHandler.Configuration(session: .init(maxStreamsPerConnection: 1000), maxAge: .minutes(15))
+        let drawn = (0..<50).map { _ in MuxPool.varied(base) }
+        let streams = Set(drawn.map(\.session.maxStreamsPerConnection))
+        let ages = Set(drawn.compactMap { $0.maxAge?.nanoseconds })
+        #expect(streams.count > 1 && ages.count > 1, "limits must vary between connections")
+        #expect(streams.allSatisfy { (500...1500).contains($0) })
+        #expect(ages.allSatisfy { (TimeAmount.minutes(15).nanoseconds / 2...TimeAmount.minutes(15).nanoseconds * 3 / 2).contains($0) })
+    }
+}

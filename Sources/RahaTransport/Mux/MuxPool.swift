@@ -54,7 +54,7 @@ public final class MuxPool: Sendable {
         let key = ObjectIdentifier(eventLoop)
         let (future, isNew) = connections.withLockedValue { table -> (EventLoopFuture<Channel>, Bool) in
             if let existing = table[key] { return (existing.opening, false) }
-            let configuration = self.configuration
+            let configuration = Self.varied(self.configuration)
             let opening = connect(eventLoop).flatMapThrowing { channel in
                 try channel.pipeline.syncOperations.addHandler(MuxHandler(role: .client, configuration: configuration))
                 return channel
@@ -76,6 +76,19 @@ public final class MuxPool: Sendable {
             }
         }
         return future
+    }
+
+    /// Each connection's limits drawn between half and one and a half times
+    /// the configured ones, so that connection lifetimes and stream counts
+    /// have no fixed value for an observer to learn.
+    static func varied(_ configuration: MuxHandler.Configuration) -> MuxHandler.Configuration {
+        var varied = configuration
+        let streams = configuration.session.maxStreamsPerConnection
+        varied.session.maxStreamsPerConnection = max(1, Int.random(in: (streams / 2)...(streams + streams / 2)))
+        if let age = configuration.maxAge {
+            varied.maxAge = .nanoseconds(Int64.random(in: (age.nanoseconds / 2)...(age.nanoseconds + age.nanoseconds / 2)))
+        }
+        return varied
     }
 
     /// Drops the loop's connection if it is still `channel`.
