@@ -131,7 +131,9 @@ public final class Bridge: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
-                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+                    if let tls {
+                        try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tls)])
+                    }
                     if case .webSocket(let path, _) = key.transport {
                         try sync.addHandler(WebSocketServerHandler(path: path, fallback: site))
                     }

@@ -38,3 +38,52 @@ extension GlueHandler {
         }
     }
 }
+
+/// Sits before the bridge's TLS handler and looks at the first byte: a TLS
+/// handshake record (0x16) goes on to TLS untouched, anything else (plain
+/// HTTP sent to the TLS port, a scanner's garbage) is spliced byte for byte
+/// to the fallback site like every other stranger, instead of getting a TLS
+/// alert that no ordinary web site would send to it.
+public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+
+    private let fallback: FallbackDialer
+    private var buffered = ByteBuffer()
+    private var inputClosed = false
+    private var fallingBack = false
+
+    public init(fallback: @escaping FallbackDialer) { self.fallback = fallback }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if fallingBack {
+            buffered.writeBuffer(&bytes)
+            return
+        }
+        guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return }
+        if first == 0x16 {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        } else {
+            buffered.writeBuffer(&bytes)
+            fallBack(context: context)
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event, fallingBack {
+            inputClosed = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func fallBack(context: ChannelHandlerContext) {
+        fallingBack = true
+        GlueHandler.spliceToFallback(replacing: self, at: context, dialer: fallback) { [self] in
+            defer { buffered = ByteBuffer() }
+            return (buffered, inputClosed)
+        }
+    }
+}

@@ -78,6 +78,15 @@ extension RahaIntegration {
                 ("a whole Trojan request with a wrong password (hex, CRLF, CONNECT 127.0.0.1:origin, CRLF, GET)", bogusTrojan),
             ], processes: [bridge])
 
+            // Not TLS at all (plain HTTP, garbage) on the TLS port: the site's own answer, not a TLS alert.
+            let garbage = Data((0..<300).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x16 ? 0x17 : $0 })
+            for (what, request) in [("plain HTTP GET / on the TLS port", HTTPProbe.get("/")),
+                                    ("plain HTTP GET /missing on the TLS port", HTTPProbe.get("/missing")),
+                                    ("300 random bytes on the TLS port", garbage)] {
+                expectSameResponse(try HTTPProbe.plain(port: port, request), try HTTPProbe.plain(port: site.port, request), what,
+                                   processes: [bridge, site.process])
+            }
+
             // v2ray with a wrong password: its request goes to the site, which
             // answers 400, and that is what curl gets back through v2ray.
             let (liar, liarPort) = try V2Ray.trojanClient(serverPort: port, password: randomPassword(),
