@@ -6,17 +6,28 @@ extension RahaIntegration {
     /// (address, port, name or path) or a client address.
     @Suite("Privacy")
     struct Privacy {
-        @Test("verbose logs of raha connect and raha bridge name no destination and no client address")
-        func logsNameNoDestination() throws {
+        @Test("verbose logs of raha connect and raha bridge name no destination and no client address",
+              arguments: ["Shadowsocks", "Trojan (TLS, multiplexed)", "Trojan (WebSocket)"])
+        func logsNameNoDestination(transport: String) throws {
             let origin = try Origin.shared()
             let running = Processes()
             defer { running.stopAll() }
             let closedPort = try Ports.free()
-            let (bridge, keys) = try Peers.bridge([ssURI(method: "aes-256-gcm", password: randomPassword(), port: try Ports.free())],
-                                                  extra: ["--verbose"])
+            func startBridge(allowPrivate: Bool) throws -> (ManagedProcess, [String]) {
+                let port = try Ports.free()
+                switch transport {
+                case "Shadowsocks":
+                    return try Peers.bridge([ssURI(method: "aes-256-gcm", password: randomPassword(), port: port)],
+                                            allowPrivate: allowPrivate, extra: ["--verbose"])
+                default:
+                    let listener = trojanListener(password: randomPassword(), port: port,
+                                                  transport: transport.contains("WebSocket") ? .webSocket : .tls, path: randomWebSocketPath())
+                    return try Peers.trojanBridge([listener], allowPrivate: allowPrivate, extra: ["--verbose"])
+                }
+            }
+            let (bridge, keys) = try startBridge(allowPrivate: true)
             running.add(bridge)
-            let (refusing, refusingKeys) = try Peers.bridge([ssURI(method: "aes-256-gcm", password: randomPassword(), port: try Ports.free())],
-                                                            allowPrivate: false, extra: ["--verbose"])
+            let (refusing, refusingKeys) = try startBridge(allowPrivate: false)
             running.add(refusing)
             let (connect, proxyPort) = try Peers.connect([try #require(keys.first)], extra: ["--verbose"])
             running.add(connect)

@@ -57,13 +57,13 @@ enum Peers {
     /// a Trojan bridge with a fresh data directory of its own (where it keeps
     /// the self-signed certificate it makes when given none).
     static func trojanBridge(_ listeners: [String], certificate: TestCertificate? = nil, fallbackPort: UInt16? = nil,
-                             extra: [String] = []) throws -> (ManagedProcess, [String]) {
+                             allowPrivate: Bool = true, extra: [String] = []) throws -> (ManagedProcess, [String]) {
         let data = try Paths.temporaryDirectory("bridge-data")
         ProcessRegistry.shared.removeAtExit(data.path)
         var arguments = ["--data", data.path]
         if let certificate { arguments += ["--cert", certificate.certificateFile, "--key", certificate.keyFile] }
         if let fallbackPort { arguments += ["--fallback", "127.0.0.1:\(fallbackPort)"] }
-        return try bridge(listeners, extra: arguments + extra)
+        return try bridge(listeners, allowPrivate: allowPrivate, extra: arguments + extra)
     }
 
     /// `raha connect KEY... --listen 127.0.0.1:PORT [extra]`, ready once it says so.
