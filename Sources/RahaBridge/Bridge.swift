@@ -23,7 +23,8 @@ public struct TrojanListener: Sendable {
 }
 
 /// A running bridge: one listener per access key (Shadowsocks on TCP and
-/// UDP on the same port; Trojan on TCP), all sharing one exit policy.
+/// UDP on the same port; Trojan on TCP, carrying UDP inside its
+/// connections), all sharing one exit policy.
 public final class Bridge: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var listeners: [ShadowsocksKey]
@@ -121,7 +122,7 @@ public final class Bridge: @unchecked Sendable {
             tls = try NIOSSLContext(configuration: configuration)
         }
         let passwords = [key.password]
-        let idle = configuration.idleTimeout
+        let idle = configuration.idleTimeout, udpTimeout = configuration.udpTimeout
         let logger = self.logger
         let site: FallbackDialer = { eventLoop in
             ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: .seconds(5)).connect(to: fallback)
@@ -139,7 +140,7 @@ public final class Bridge: @unchecked Sendable {
                     }
                     try sync.addHandlers([
                         TrojanServerCodec(passwords: passwords, fallback: site),
-                        BridgeExitHandler(exit: exit, logger: logger),
+                        BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout),
                     ])
                 }
             }

@@ -18,11 +18,14 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let exit: Exit
     private let logger: Logger
+    private let udpTimeout: TimeAmount
     private var state: State = .awaitingRequest
 
-    init(exit: Exit, logger: Logger) {
+    /// `udpTimeout`: how long a Trojan UDP connection may go without a datagram.
+    init(exit: Exit, logger: Logger, udpTimeout: TimeAmount = .seconds(120)) {
         self.exit = exit
         self.logger = logger
+        self.udpTimeout = udpTimeout
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -32,6 +35,10 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         if event is MuxRequestEvent, case .awaitingRequest = state {
             becomeMux(context: context)
+            return
+        }
+        if event is UDPAssociateRequestEvent, case .awaitingRequest = state {
+            become(TrojanUDPExitHandler(exit: exit, timeout: udpTimeout, logger: logger), context: context)
             return
         }
         guard let request = event as? ProxyRequestEvent, case .awaitingRequest = state else {
@@ -63,8 +70,13 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
                 try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger))
             }
         }
+        become(mux, context: context)
+    }
+
+    /// Puts `handler` in this handler's place, before the codec passes on what follows the request.
+    private func become(_ handler: ChannelHandler, context: ChannelHandlerContext) {
         do {
-            try context.pipeline.syncOperations.addHandler(mux, position: .after(self))
+            try context.pipeline.syncOperations.addHandler(handler, position: .after(self))
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
             context.close(promise: nil)

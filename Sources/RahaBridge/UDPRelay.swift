@@ -22,10 +22,8 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
         var window = PacketWindow()
         var serverSessionID = UInt64.random(in: .min ... .max)
         var serverPacketID: UInt64 = 0
-        var outbound: Channel?
-        var queued: [(Endpoint, ByteBuffer)] = []
+        var socket: UDPExitSocket?
         var lastActivity: NIODeadline = .now()
-        var resolved: [Endpoint: SocketAddress] = [:]
         init(clientAddress: SocketAddress, clientSessionID: UInt64) {
             self.clientAddress = clientAddress
             self.clientSessionID = clientSessionID
@@ -33,7 +31,6 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
     }
 
     static let maxEntries = 4096
-    static let maxQueued = 64
 
     private let credential: ShadowsocksCredential
     private let replayFilter: SharedReplayFilter
@@ -76,7 +73,7 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         sweeper?.cancel()
-        for entry in table.values { entry.outbound?.close(promise: nil) }
+        for entry in table.values { entry.socket?.close() }
         table = [:]
         self.context = nil
     }
@@ -84,7 +81,7 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
     private func sweep() {
         let cutoff = NIODeadline.now() - sessionTimeout
         for (key, entry) in table where entry.lastActivity < cutoff {
-            entry.outbound?.close(promise: nil)
+            entry.socket?.close()
             table[key] = nil
         }
     }
@@ -111,6 +108,14 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
         } else {
             guard table.count < Self.maxEntries else { return }
             entry = Entry(clientAddress: envelope.remoteAddress, clientSessionID: datagram.sessionID ?? 0)
+            let loopBound = NIOLoopBound((self, entry), eventLoop: context.eventLoop)
+            let logger = self.logger
+            entry.socket = UDPExitSocket(exit: exit, eventLoop: context.eventLoop, onReply: { source, payload in
+                let (relay, entry) = loopBound.value
+                relay.reply(payload, from: source, entry: entry)
+            }, onRefused: { reason in
+                logger.debug("UDP datagrams dropped", metadata: ["reason": "\(reason.description)"])
+            })
             table[key] = entry
         }
         if let packetID = datagram.packetID {
@@ -118,68 +123,14 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
         }
         entry.clientAddress = envelope.remoteAddress
         entry.lastActivity = .now()
-        send(ByteBuffer(bytes: datagram.payload), to: datagram.endpoint, entry: entry, context: context)
+        entry.socket?.send(ByteBuffer(bytes: datagram.payload), to: datagram.endpoint)
     }
 
-    private func send(_ payload: ByteBuffer, to target: Endpoint, entry: Entry, context: ChannelHandlerContext) {
-        if let address = entry.resolved[target], let outbound = entry.outbound {
-            outbound.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
-            return
-        }
-        guard entry.queued.count < Self.maxQueued else { return }
-        entry.queued.append((target, payload))
-        let loopBound = NIOLoopBound((self, entry, context), eventLoop: context.eventLoop)
-        let outboundReady: EventLoopFuture<Channel>
-        if let outbound = entry.outbound {
-            outboundReady = context.eventLoop.makeSucceededFuture(outbound)
-        } else {
-            outboundReady = openOutbound(for: entry, context: context)
-        }
-        outboundReady.and(exit.resolve(target, on: context.eventLoop)).whenComplete { result in
-            let (handler, entry, _) = loopBound.value
-            guard case .success(let (outbound, addresses)) = result,
-                  let address = addresses.first(where: { handler.exit.policy.allows($0) }) else {
-                entry.queued.removeAll { $0.0 == target }
-                return
-            }
-            entry.resolved[target] = address
-            for (t, p) in entry.queued where t == target {
-                outbound.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: p), promise: nil)
-            }
-            entry.queued.removeAll { $0.0 == target }
-        }
-    }
-
-    private func openOutbound(for entry: Entry, context: ChannelHandlerContext) -> EventLoopFuture<Channel> {
-        let loopBound = NIOLoopBound((self, entry), eventLoop: context.eventLoop)
-        let future = DatagramBootstrap(group: context.eventLoop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ReplyHandler { envelope in
-                        let (relay, entry) = loopBound.value
-                        relay.reply(envelope, entry: entry)
-                    })
-                }
-            }
-            .bind(host: "::", port: 0)
-            .flatMapError { _ in DatagramBootstrap(group: context.eventLoop).bind(host: "0.0.0.0", port: 0) }
-        future.whenSuccess { channel in loopBound.value.1.outbound = channel }
-        return future
-    }
-
-    private func reply(_ envelope: AddressedEnvelope<ByteBuffer>, entry: Entry) {
+    private func reply(_ payload: ByteBuffer, from source: Endpoint, entry: Entry) {
         guard let context else { return }
         entry.lastActivity = .now()
-        var source = Endpoint(host: .domain("0"), port: UInt16(envelope.remoteAddress.port ?? 0))
-        if let ip = envelope.remoteAddress.ipAddress, let parsed = try? Endpoint(parsing: ip[...], defaultPort: source.port) {
-            source = parsed
-        }
-        // An IPv4 peer reached through a dual-stack socket reports ::ffff:a.b.c.d: give the client plain IPv4.
-        if case .ipv6(let b) = source.host, b[0..<10].allSatisfy({ $0 == 0 }), b[10] == 0xff, b[11] == 0xff {
-            source.host = .ipv4(Array(b[12...]))
-        }
         let packet = ShadowsocksUDP.seal(
-            ShadowsocksDatagram(endpoint: source, payload: Array(envelope.data.readableBytesView)),
+            ShadowsocksDatagram(endpoint: source, payload: Array(payload.readableBytesView)),
             direction: .serverToClient, credential: credential,
             sessionID: entry.serverSessionID, packetID: entry.serverPacketID, clientSessionID: entry.clientSessionID,
             now: unixNow(), subkeyCache: &subkeys)
@@ -187,12 +138,3 @@ final class ShadowsocksUDPRelay: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: entry.clientAddress, data: ByteBuffer(bytes: packet))), promise: nil)
     }
 }
-
-/// Passes each datagram received on an outbound socket to a closure.
-final class ReplyHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    private let onReply: (AddressedEnvelope<ByteBuffer>) -> Void
-    init(_ onReply: @escaping (AddressedEnvelope<ByteBuffer>) -> Void) { self.onReply = onReply }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { onReply(unwrapInboundIn(data)) }
-}
-

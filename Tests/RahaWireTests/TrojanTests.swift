@@ -99,4 +99,72 @@ import Testing
         var noCRLF = ByteBuffer(bytes: [1, 8, 8, 8, 8, 0, 53, 0, 1, 0x0a, 0x0d, 9])
         #expect(throws: WireError.self) { try Trojan.UDPFrame.read(from: &noCRLF) }
     }
+
+    /// Three frames of different address types and sizes, as one stream.
+    private func stream() -> ([Trojan.UDPFrame], [UInt8]) {
+        let frames = [
+            Trojan.UDPFrame(endpoint: Endpoint(host: .ipv4([192, 0, 2, 7]), port: 53), payload: ByteBuffer(bytes: [0xab])),
+            Trojan.UDPFrame(endpoint: Endpoint(host: .domain("example.org"), port: 443), payload: ByteBuffer(bytes: Array(repeating: 0x42, count: 1400))),
+            Trojan.UDPFrame(endpoint: Endpoint(host: .ipv6(Array(repeating: 0x20, count: 16)), port: 9), payload: ByteBuffer()),
+        ]
+        var out = ByteBuffer()
+        for frame in frames { frame.write(to: &out) }
+        return (frames, Array(out.readableBytesView))
+    }
+
+    @Test func theCutterYieldsEveryFrameWhateverTheReads() throws {
+        let (frames, bytes) = stream()
+        var whole = Trojan.UDPFrameCutter()
+        whole.append(ByteBuffer(bytes: bytes))
+        var got: [Trojan.UDPFrame] = []
+        while let frame = try whole.next() { got.append(frame) }
+        #expect(got == frames)
+        #expect(whole.bufferedBytes == 0)
+
+        for cut in 1..<bytes.count {
+            var cutter = Trojan.UDPFrameCutter()
+            var got: [Trojan.UDPFrame] = []
+            for part in [bytes[..<cut], bytes[cut...]] {
+                cutter.append(ByteBuffer(bytes: part))
+                while let frame = try cutter.next() { got.append(frame) }
+            }
+            #expect(got == frames, "split at \(cut)")
+            #expect(cutter.bufferedBytes == 0)
+        }
+
+        var byteByByte = Trojan.UDPFrameCutter()
+        got = []
+        for byte in bytes {
+            byteByByte.append(ByteBuffer(bytes: [byte]))
+            while let frame = try byteByByte.next() { got.append(frame) }
+            #expect(byteByByte.bufferedBytes <= Trojan.maxUDPFrameLength, "never more than one incomplete frame")
+        }
+        #expect(got == frames)
+    }
+
+    @Test func theCutterKeepsOnlyTheIncompleteFrame() throws {
+        let (_, bytes) = stream()
+        var cutter = Trojan.UDPFrameCutter()
+        cutter.append(ByteBuffer(bytes: bytes + bytes.prefix(5)))
+        var count = 0
+        while try cutter.next() != nil { count += 1 }
+        #expect(count == 3)
+        #expect(cutter.bufferedBytes == 5, "the whole frames were let go of")
+    }
+
+    @Test func theCutterRefusesMalformedAndTruncatedFramesNeverComplete() throws {
+        // An unknown address type, and a length not followed by CRLF.
+        for garbage: [UInt8] in [[0x07, 1, 2, 3, 4, 5, 6, 7, 8], [1, 8, 8, 8, 8, 0, 53, 0, 1, 0x0a, 0x0d, 9]] {
+            var cutter = Trojan.UDPFrameCutter()
+            cutter.append(ByteBuffer(bytes: garbage))
+            #expect(throws: WireError.self) { try cutter.next() }
+        }
+        // Truncated: nothing until the rest arrives.
+        let (_, bytes) = stream()
+        var cutter = Trojan.UDPFrameCutter()
+        cutter.append(ByteBuffer(bytes: bytes.prefix(20)))
+        #expect(try cutter.next() != nil)
+        #expect(try cutter.next() == nil)
+        #expect(try cutter.next() == nil)
+    }
 }

@@ -1,11 +1,19 @@
 import NIOCore
 import RahaWire
 
+/// What a bridge-side codec fires when an authenticated client asks for UDP
+/// (Trojan's UDP ASSOCIATE): what follows on the stream, both ways, is
+/// `Trojan.UDPFrame`s, and the handler after the codec should relay them.
+public struct UDPAssociateRequestEvent: Sendable {
+    public init() {}
+}
+
 /// The bridge's Trojan codec, on the plaintext side of TLS (or WebSocket).
 ///
 /// Until it has decided, it consumes nothing. An authenticated CONNECT
 /// becomes a `ProxyRequestEvent` followed by the payload, exactly like the
-/// Shadowsocks codec, so the same exit serves both. Anything else (a
+/// Shadowsocks codec, so the same exit serves both; an authenticated UDP
+/// ASSOCIATE becomes a `UDPAssociateRequestEvent` followed by the frames. Anything else (a
 /// browser, a scanner, a wrong password, garbage) is spliced byte for byte
 /// to the fallback site, so a prober sees that site and nothing else.
 public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHandler {
@@ -56,8 +64,16 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
                 context.fireChannelRead(wrapInboundOut(buffered))
                 buffered = ByteBuffer()
             }
+        case .authenticated(_, let request) where request.command == .udpAssociate:
+            // The header's destination means nothing for UDP (clients send the
+            // first datagram's or 0.0.0.0:0): every frame names its own.
+            state = .authenticated
+            context.fireUserInboundEventTriggered(UDPAssociateRequestEvent())
+            if buffered.readableBytes > 0 {
+                context.fireChannelRead(wrapInboundOut(buffered))
+                buffered = ByteBuffer()
+            }
         case .authenticated, .fallback:
-            // UDP over Trojan is not served yet: treat it like any other non-request.
             fallBack(context: context)
         }
     }

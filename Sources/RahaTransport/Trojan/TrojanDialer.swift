@@ -9,6 +9,7 @@ import RahaWire
 /// upgrade) completed, so a blocked or impersonated server fails the dial.
 /// With `mux=1` (a Raha bridge) streams share connections instead: one per
 /// event loop, opened like any other but naming `Trojan.muxDestination`.
+/// UDP associations get a connection each, with command UDP ASSOCIATE.
 public final class TrojanDialer: StreamDialer {
     private let connector: TrojanConnector
     private let muxPool: MuxPool?
@@ -28,8 +29,13 @@ public final class TrojanDialer: StreamDialer {
         return connector.connect(to: target, on: eventLoop)
     }
 
+    /// UDP goes on a Trojan connection of its own (command UDP ASSOCIATE),
+    /// with or without `mux=1`: datagrams never wait behind streams.
     public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
-        eventLoop.makeFailedFuture(WireError.unsupported("UDP through a Trojan key is not supported yet: use a Shadowsocks key for UDP"))
+        let connector = self.connector
+        return TrojanPacketAssociation.start(on: eventLoop) { eventLoop in
+            connector.openUDP(on: eventLoop, receive: receive)
+        }
     }
 }
 
@@ -57,7 +63,25 @@ struct TrojanConnector: Sendable {
 
     /// One connection carrying the stream to `target`, once TLS and WebSocket are up.
     func connect(to target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        let tls = self.tls, fragment = key.fragment, password = key.password, key = self.key
+        let password = key.password
+        return open(on: eventLoop) { pipeline in
+            try pipeline.addHandlers([TrojanClientCodec(password: password, target: target), FirstWriteDeadline()])
+        }
+    }
+
+    /// One connection carrying UDP (command UDP ASSOCIATE), once TLS and
+    /// WebSocket are up: write `Trojan.UDPFrame`s to it; replies go to `receive`.
+    func openUDP(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<Channel> {
+        let password = key.password
+        return open(on: eventLoop) { pipeline in
+            try pipeline.addHandler(TrojanUDPClientHandler(password: password, receive: receive))
+        }
+    }
+
+    /// TCP, TLS and WebSocket, then `request` adds the Trojan handler at the end of the pipeline.
+    private func open(on eventLoop: EventLoop,
+                      request: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void) -> EventLoopFuture<Channel> {
+        let tls = self.tls, fragment = key.fragment, key = self.key
         let bootstrap = ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -73,10 +97,7 @@ struct TrojanConnector: Sendable {
             Self.handshake(channel).flatMap {
                 Self.upgrade(channel, key: key)
             }.flatMapThrowing {
-                try channel.pipeline.syncOperations.addHandlers([
-                    TrojanClientCodec(password: password, target: target),
-                    FirstWriteDeadline(),
-                ])
+                try request(channel.pipeline.syncOperations)
                 return channel
             }.flatMapErrorThrowing { error in
                 channel.close(promise: nil)

@@ -98,6 +98,15 @@ public enum Trojan {
         return .authenticated(user: user, request: Request(command: command, destination: destination))
     }
 
+    /// The largest datagram payload Raha puts in one UDP frame. The length
+    /// field could say 65535, but v2ray (4.34 and later) reads at most 8192
+    /// bytes per frame and closes the connection on a longer one; a larger datagram is
+    /// dropped instead, like any UDP loss. Frames received may be longer.
+    public static let maxUDPPayload = 8192
+
+    /// The longest UDP frame: ATYP, a 255-byte name, port, length, CRLF, and 65535 bytes.
+    public static let maxUDPFrameLength = 1 + 1 + 255 + 2 + 2 + 2 + Int(UInt16.max)
+
     /// One UDP datagram inside a Trojan stream:
     /// ATYP, address, port, length (u16), CRLF, payload.
     public struct UDPFrame: Hashable, Sendable {
@@ -127,6 +136,40 @@ public enum Trojan {
             guard let payload = copy.readSlice(length: Int(length)) else { return nil }
             buffer = copy
             return UDPFrame(endpoint: endpoint, payload: payload)
+        }
+    }
+
+    /// Cuts a Trojan UDP stream into frames: append what arrives, then take
+    /// frames while `next()` returns them. It holds at most one incomplete
+    /// frame (under `maxUDPFrameLength` bytes) plus the last bytes appended.
+    public struct UDPFrameCutter: Sendable {
+        private var buffer = ByteBuffer()
+
+        public init() {}
+
+        /// Bytes received but not yet part of a whole frame.
+        public var bufferedBytes: Int { buffer.readableBytes }
+
+        public mutating func append(_ bytes: ByteBuffer) {
+            if buffer.readableBytes == 0 {
+                buffer = bytes
+            } else {
+                var bytes = bytes
+                buffer.writeBuffer(&bytes)
+            }
+        }
+
+        /// The next whole frame, or nil until more bytes arrive. Throws on a
+        /// malformed frame (unknown address type, no CRLF after the length):
+        /// the stream cannot be resynchronised, so the connection should end.
+        public mutating func next() throws -> UDPFrame? {
+            if let frame = try UDPFrame.read(from: &buffer) { return frame }
+            if buffer.readableBytes == 0 {
+                buffer = ByteBuffer() // let go of the storage the frames were cut from
+            } else if buffer.readerIndex > 0 {
+                buffer.discardReadBytes()
+            }
+            return nil
         }
     }
 

@@ -8,7 +8,9 @@ content, each wrapped in the RFC 1928 UDP request header addressed to
 header RSV=0, FRAG=0, ATYP=IPv4 with --target as its source address and
 port, and one of the payloads sent. A datagram that is not echoed within
 --timeout seconds is sent again, at most --resends times (loopback UDP can
-drop under load); every payload must eventually come back.
+drop under load); every payload must eventually come back. --sizes gives
+the payload sizes exactly; --sequential sends a datagram only once the
+previous one came back (for proxies that pack queued datagrams together).
 
 Prints "OK: N datagrams echoed ..." and exits 0, or prints "FAIL: reason"
 and exits 1. Uses 127.0.0.1 only.
@@ -47,6 +49,10 @@ def main() -> None:
     parser.add_argument("--proxy", required=True, help="SOCKS5 proxy HOST:PORT")
     parser.add_argument("--target", required=True, help="UDP echo server IPv4:PORT")
     parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--sequential", action="store_true",
+                        help="send each datagram only once the previous one came back")
+    parser.add_argument("--sizes", help="comma-separated payload sizes in bytes, used in turn "
+                                        "(default: a mix of 6 to 1204 bytes)")
     parser.add_argument("--resends", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--user")
@@ -99,47 +105,62 @@ def main() -> None:
 
     header = bytes([0, 0, 0, 1]) + target_ip + struct.pack("!H", target[1])
     payloads = []
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
     for i in range(args.count):
-        size = [1, 7, 100, 512, 1200, 33, 250, 999][i % 8]
-        payloads.append(f"#{i:03d}:".encode() + os.urandom(size))
-    pending = {p: i for i, p in enumerate(payloads)}
+        tag = f"#{i:03d}:".encode()
+        if sizes is None:
+            payloads.append(tag + os.urandom([1, 7, 100, 512, 1200, 33, 250, 999][i % 8]))
+        else:
+            # Exactly the size asked for, tagged when there is room for it.
+            size = sizes[i % len(sizes)]
+            payloads.append(tag + os.urandom(size - len(tag)) if size > len(tag) else os.urandom(size))
     sends = {p: 0 for p in payloads}
     resent = 0
 
-    while pending:
-        for p in list(pending):
-            if sends[p] > args.resends:
-                fail(f"datagram {pending[p]} ({len(p)} bytes) was never echoed after {sends[p]} sends; "
-                     f"{len(pending)} of {len(payloads)} still missing")
-            if sends[p] > 0:
-                resent += 1
-            sends[p] += 1
-            udp.sendto(header + p, relay)
-        deadline = time.monotonic() + args.timeout
+    def exchange(pending: dict) -> None:
+        """Sends the pending payloads (again after each timeout) until all came back."""
+        nonlocal resent
         while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            ready, _, _ = select.select([udp], [], [], left)
-            if not ready:
-                break
-            reply, sender = udp.recvfrom(65535)
-            if len(reply) < 10:
-                fail(f"a reply of {len(reply)} bytes is too short for a SOCKS5 UDP header")
-            if reply[0:2] != b"\x00\x00":
-                fail(f"the reply's RSV field is {reply[0:2].hex()}, not 0000")
-            if reply[2] != 0:
-                fail(f"the reply's FRAG field is {reply[2]}, not 0")
-            if reply[3] != 1:
-                fail(f"the reply's address type is {reply[3]}, not 1 (IPv4)")
-            source = (socket.inet_ntoa(reply[4:8]), struct.unpack("!H", reply[8:10])[0])
-            if source != (target[0], target[1]):
-                fail(f"the reply's source address is {source[0]}:{source[1]}, not the echo server {args.target}")
-            payload = reply[10:]
-            if payload in pending:
-                del pending[payload]
-            elif payload not in sends:
-                fail(f"a reply carries a payload that was never sent ({len(payload)} bytes, starts {payload[:8].hex()})")
+            for p in list(pending):
+                if sends[p] > args.resends:
+                    fail(f"datagram {pending[p]} ({len(p)} bytes) was never echoed after {sends[p]} sends; "
+                         f"{len(pending)} of {len(payloads)} still missing")
+                if sends[p] > 0:
+                    resent += 1
+                sends[p] += 1
+                udp.sendto(header + p, relay)
+            deadline = time.monotonic() + args.timeout
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select([udp], [], [], left)
+                if not ready:
+                    break
+                reply, sender = udp.recvfrom(65535)
+                if len(reply) < 10:
+                    fail(f"a reply of {len(reply)} bytes is too short for a SOCKS5 UDP header")
+                if reply[0:2] != b"\x00\x00":
+                    fail(f"the reply's RSV field is {reply[0:2].hex()}, not 0000")
+                if reply[2] != 0:
+                    fail(f"the reply's FRAG field is {reply[2]}, not 0")
+                if reply[3] != 1:
+                    fail(f"the reply's address type is {reply[3]}, not 1 (IPv4)")
+                source = (socket.inet_ntoa(reply[4:8]), struct.unpack("!H", reply[8:10])[0])
+                if source != (target[0], target[1]):
+                    fail(f"the reply's source address is {source[0]}:{source[1]}, not the echo server {args.target}")
+                payload = reply[10:]
+                if payload in pending:
+                    del pending[payload]
+                elif payload not in sends:
+                    fail(f"a reply carries a payload that was never sent ({len(payload)} bytes, starts {payload[:8].hex()})")
+
+    if args.sequential:
+        # One datagram in flight at a time: the next goes once the last came back.
+        for i, p in enumerate(payloads):
+            exchange({p: i})
+    else:
+        exchange({p: i for i, p in enumerate(payloads)})
 
     # The control connection must still be open: the association lives as long as it does.
     control.setblocking(False)

@@ -97,21 +97,27 @@ enum Peers {
         return (process, port)
     }
 
-    /// The UDP echo fixture on 127.0.0.1; returns its port.
-    static func udpEcho() throws -> (ManagedProcess, UInt16) {
+    /// The UDP echo fixture on 127.0.0.1; returns its port. With `report` it
+    /// prints "echoed N bytes" for every datagram it receives.
+    static func udpEcho(report: Bool = false) throws -> (ManagedProcess, UInt16) {
         let process = try ManagedProcess("udp_echo.py", try Paths.tool("python3", package: "python3"),
-                                         [Paths.fixtures.appendingPathComponent("udp_echo.py").path])
+                                         [Paths.fixtures.appendingPathComponent("udp_echo.py").path] + (report ? ["--report"] : []))
         let line = try process.waitForLine(startingWith: "UDP echo listening on 127.0.0.1:")
         guard let port = UInt16(line.split(separator: ":").last ?? "") else { throw TestFailure("udp_echo.py said “\(line)”") }
         return (process, port)
     }
 
-    /// Runs the SOCKS5 UDP ASSOCIATE fixture against a proxy and an echo server.
-    static func socksUDPClient(proxyPort: UInt16, echoPort: UInt16, count: Int = 8) throws -> CommandResult {
+    /// Runs the SOCKS5 UDP ASSOCIATE fixture against a proxy and an echo
+    /// server; `sizes` are the exact payload sizes, used in turn;
+    /// `sequential` sends each datagram once the previous one came back.
+    static func socksUDPClient(proxyPort: UInt16, echoPort: UInt16, count: Int = 8, sizes: [Int]? = nil,
+                               sequential: Bool = false) throws -> CommandResult {
         try runCommand("socks5_udp_client.py", try Paths.tool("python3", package: "python3"),
             [Paths.fixtures.appendingPathComponent("socks5_udp_client.py").path,
              "--proxy", "127.0.0.1:\(proxyPort)", "--target", "127.0.0.1:\(echoPort)",
-             "--count", String(count), "--resends", "5", "--timeout", "1"], timeout: 60)
+             "--count", String(count), "--resends", "5", "--timeout", sequential ? "2" : "1"]
+            + (sizes.map { ["--sizes", $0.map(String.init).joined(separator: ",")] } ?? [])
+            + (sequential ? ["--sequential"] : []), timeout: 90)
     }
 }
 

@@ -11,9 +11,10 @@ enum V2Ray {
         init(path: String, host: String? = nil) { self.path = path; self.host = host }
     }
 
-    /// v2ray as a Trojan client: a SOCKS5 inbound (no authentication, TCP
-    /// only) on 127.0.0.1 and a Trojan outbound to 127.0.0.1:serverPort over
-    /// TLS (SNI `serverName`), or WebSocket over TLS with `webSocket`.
+    /// v2ray as a Trojan client: a SOCKS5 inbound (no authentication; TCP
+    /// only, or with `udp` UDP ASSOCIATE too, relayed on 127.0.0.1) on
+    /// 127.0.0.1 and a Trojan outbound to 127.0.0.1:serverPort over TLS
+    /// (SNI `serverName`), or WebSocket over TLS with `webSocket`.
     ///
     /// Certificates: `allowInsecure` skips verification; otherwise
     /// `trustedCertificate` (a PEM file) is added to the roots v2ray trusts
@@ -23,7 +24,7 @@ enum V2Ray {
     /// Returns the process and the SOCKS5 port.
     static func trojanClient(serverPort: UInt16, password: String, serverName: String,
                              allowInsecure: Bool, trustedCertificate: String? = nil,
-                             webSocket: WebSocket? = nil, alpn: [String]? = nil) throws -> (ManagedProcess, UInt16) {
+                             webSocket: WebSocket? = nil, alpn: [String]? = nil, udp: Bool = false) throws -> (ManagedProcess, UInt16) {
         let socksPort = try Ports.free()
         var tls: [String: Any] = ["serverName": serverName, "allowInsecure": allowInsecure]
         if let trustedCertificate {
@@ -34,7 +35,7 @@ enum V2Ray {
             "log": ["loglevel": "warning"],
             "inbounds": [[
                 "listen": "127.0.0.1", "port": Int(socksPort), "protocol": "socks",
-                "settings": ["auth": "noauth", "udp": false],
+                "settings": (udp ? ["auth": "noauth", "udp": true, "ip": "127.0.0.1"] : ["auth": "noauth", "udp": false]) as [String: Any],
             ]],
             "outbounds": [[
                 "protocol": "trojan",
@@ -50,7 +51,7 @@ enum V2Ray {
     /// v2ray as a Trojan server: a Trojan inbound on 127.0.0.1 with one
     /// password, over TLS with `certificate` (nil: no TLS, e.g. behind
     /// nginx), or WebSocket at `webSocketPath`; a `freedom` outbound, which
-    /// reaches 127.0.0.1 origins. Unauthenticated connections go to
+    /// reaches 127.0.0.1 origins (TCP and UDP). Unauthenticated connections go to
     /// 127.0.0.1:fallbackPort when given. `alpn` is what the TLS server
     /// may select (v2ray's default: h2, http/1.1). Returns the process and the port.
     static func trojanServer(password: String, certificate: TestCertificate?, webSocketPath: String? = nil,
