@@ -11,14 +11,20 @@ public enum ClientHelloView: Hashable, Sendable {
     case noServerName
     /// A TLS handshake record whose server name cannot be read from this packet alone:
     /// the record continues in a later segment, or the handshake spans several records
-    /// (the fragmentation techniques of `ClientHelloFragmenter`).
+    /// (the fragmentation techniques of `ClientHelloFragmenter`). Also one or two bytes
+    /// that begin like a handshake record (`16`, `16 03`).
     case unreadable
 
     /// Classifies a first data packet. Reuses `ClientHelloFragmenter.serverNameRange(in:)`,
     /// which finds the name only when the whole first record is present.
     public init(firstPacket payload: some Collection<UInt8>) {
         let bytes = Array(payload)
-        guard bytes.count >= 3, bytes[0] == 0x16, bytes[1] == 0x03 else {
+        guard bytes.count >= 3 else {
+            // One or two bytes that could begin a handshake record cannot be judged.
+            self = !bytes.isEmpty && [0x16, 0x03].starts(with: bytes) ? .unreadable : .notTLS
+            return
+        }
+        guard bytes[0] == 0x16, bytes[1] == 0x03 else {
             self = .notTLS
             return
         }

@@ -326,7 +326,12 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
         #expect(ClientHelloView(firstPacket: LabPackets.clientHello(serverName: "Bridge.Test")) == .serverName("bridge.test"))
         #expect(ClientHelloView(firstPacket: LabPackets.clientHello(serverName: nil)) == .noServerName)
         #expect(ClientHelloView(firstPacket: Array("GET / HTTP/1.1".utf8)) == .notTLS)
-        #expect(ClientHelloView(firstPacket: [0x16]) == .notTLS)
+        #expect(ClientHelloView(firstPacket: [0x16]) == .unreadable, "could be the start of a record")
+        #expect(ClientHelloView(firstPacket: [0x16, 0x03]) == .unreadable)
+        #expect(ClientHelloView(firstPacket: [0x17]) == .notTLS)
+        #expect(ClientHelloView(firstPacket: [0x16, 0x04]) == .notTLS)
+        #expect(ClientHelloView(firstPacket: [0x16, 0x03, 0x01, 0x00, 0x05, 0x02, 0, 0, 1, 0]) == .unreadable,
+                "a handshake record that is not a ClientHello: the one-packet parser cannot judge it")
         // Cut inside the name, or anywhere before the record ends: unreadable.
         let hello = LabPackets.realClientHello
         for cut in [3, 5, 9, 100, hello.count - 1] {
@@ -395,6 +400,29 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
             let whole = feed(&censor, records.fromClient(recordSplit))
             #expect(whole == expected, "record-fragmented, failClosed \(failClosed)")
         }
+    }
+}
+
+@Suite struct SNIAllowlistAgainstRahaSegmentationTests {
+    /// Raha's own ClientHello segmentation (`ClientHelloFragmenter.segments`, a cut
+    /// always inside the name), with random segment sizes: fail-open lets every split
+    /// through, fail-closed resets every one, and the whole ClientHello is reset either way.
+    @Test func segmentedClientHellos() {
+        var rng = TestRandom(seed: 2025)
+        let hello = LabPackets.clientHello(serverName: "bridge.test")
+        for round in 0..<200 {
+            let segments = ClientHelloFragmenter.segments(hello, sizes: 1...300, using: &rng)
+            for failClosed in [false, true] {
+                var censor = SNIAllowlistCensor(allowlist: HostAllowlist(["example.com"]), failClosed: failClosed)
+                let talk = TCPConversation(client: IPv4Endpoint(IPv4Address(10, 1, 0, 2), UInt16(20_000 + round)), server: bridge)
+                _ = talk.handshake(&censor, at: .zero)
+                let verdicts = segments.map { censor.inspect(talk.fromClient($0), at: .zero) }
+                #expect(verdicts.allSatisfy { $0 == (failClosed ? .reset : .accept) }, "round \(round), first segment \(segments[0].count) bytes")
+            }
+        }
+        var censor = SNIAllowlistCensor(allowlist: HostAllowlist(["example.com"]))
+        let whole = feed(&censor, TCPConversation(server: bridge).fromClient(hello))
+        #expect(whole == .reset)
     }
 }
 
