@@ -1,6 +1,7 @@
 /// What a censor decides about one packet. The NFQUEUE program applies it:
 /// `accept` lets the packet through, `drop` discards it silently, and `reset` discards
-/// it and injects a TCP RST towards both ends (for UDP, `reset` is applied as `drop`).
+/// it and injects a TCP RST towards both ends, `Packet.resetPackets` (for UDP, `reset`
+/// is applied as `drop`).
 public enum Verdict: Hashable, Sendable, CustomStringConvertible {
     case accept
     case drop

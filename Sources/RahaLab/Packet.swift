@@ -130,6 +130,9 @@ public struct Packet: Sendable {
     public let destinationPort: UInt16
     /// TCP flags; empty for UDP and other protocols.
     public let tcpFlags: TCPFlags
+    /// TCP sequence and acknowledgement numbers; 0 for UDP and other protocols.
+    public let sequenceNumber: UInt32
+    public let acknowledgementNumber: UInt32
     /// True for any IP fragment (MF set or a non-zero offset).
     public let isFragment: Bool
     public let payloadRange: Range<Int>
@@ -163,6 +166,7 @@ public struct Packet: Sendable {
         isFragment = moreFragments || fragmentOffset != 0
 
         func port(at i: Int) -> UInt16 { UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]) }
+        func u32(at i: Int) -> UInt32 { UInt32(bytes[i]) << 24 | UInt32(bytes[i + 1]) << 16 | UInt32(bytes[i + 2]) << 8 | UInt32(bytes[i + 3]) }
         let t = ipHeaderLength  // start of the transport header
         switch proto {
         case .tcp where fragmentOffset == 0:
@@ -174,19 +178,76 @@ public struct Packet: Sendable {
             sourcePort = port(at: t)
             destinationPort = port(at: t + 2)
             tcpFlags = TCPFlags(rawValue: bytes[t + 13])
+            sequenceNumber = u32(at: t + 4)
+            acknowledgementNumber = u32(at: t + 8)
             payloadRange = payloadStart..<totalLength
         case .udp where fragmentOffset == 0:
             guard totalLength >= t + 8 else { throw PacketError.truncated(needed: t + 8, have: totalLength) }
             sourcePort = port(at: t)
             destinationPort = port(at: t + 2)
             tcpFlags = []
+            sequenceNumber = 0
+            acknowledgementNumber = 0
             payloadRange = (t + 8)..<totalLength
         default:
             sourcePort = 0
             destinationPort = 0
             tcpFlags = []
+            sequenceNumber = 0
+            acknowledgementNumber = 0
             payloadRange = t..<totalLength
         }
+    }
+}
+
+extension Packet {
+    /// The two TCP resets a censor injects for a `.reset` verdict on this TCP packet
+    /// (which is itself dropped): one towards the packet's destination, as if from its
+    /// source, and one back towards its source, as if from its destination, with sequence
+    /// numbers each receiver accepts (RFC 9293 section 3.10.7). Empty for non-TCP packets
+    /// and for resets (a reset is never answered with one).
+    public var resetPackets: [[UInt8]] {
+        guard transport == .tcp, !isFragment, !tcpFlags.contains(.rst) else { return [] }
+        let consumed = UInt32(truncatingIfNeeded: payloadRange.count)
+            &+ (tcpFlags.contains(.syn) ? 1 : 0) &+ (tcpFlags.contains(.fin) ? 1 : 0)
+        let next = sequenceNumber &+ consumed
+        let forward = Self.tcpSegment(from: sourceEndpoint, to: destinationEndpoint, sequence: next, acknowledgement: 0, flags: .rst)
+        // Towards the sender: in its window if we use the number it acknowledged; a bare
+        // SYN acknowledged nothing, so answer it as a closed port would (RST+ACK, seq 0).
+        let backward = tcpFlags.contains(.ack)
+            ? Self.tcpSegment(from: destinationEndpoint, to: sourceEndpoint, sequence: acknowledgementNumber, acknowledgement: next, flags: [.rst, .ack])
+            : Self.tcpSegment(from: destinationEndpoint, to: sourceEndpoint, sequence: 0, acknowledgement: next, flags: [.rst, .ack])
+        return [forward, backward]
+    }
+
+    /// A 40-byte IPv4+TCP segment with no payload and valid checksums.
+    static func tcpSegment(from: IPv4Endpoint, to: IPv4Endpoint, sequence: UInt32, acknowledgement: UInt32, flags: TCPFlags) -> [UInt8] {
+        func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+        func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+        var ip: [UInt8] = [0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0] + be32(from.address.value) + be32(to.address.value)
+        var tcp: [UInt8] = be16(from.port) + be16(to.port) + be32(sequence) + be32(acknowledgement)
+            + [0x50, flags.rawValue, 0, 0, 0, 0, 0, 0]
+        let pseudo: [UInt8] = be32(from.address.value) + be32(to.address.value) + [0, 6, 0, 20]
+        let tcpSum = internetChecksum(pseudo + tcp)
+        tcp[16] = UInt8(tcpSum >> 8)
+        tcp[17] = UInt8(tcpSum & 0xff)
+        let ipSum = internetChecksum(ip)
+        ip[10] = UInt8(ipSum >> 8)
+        ip[11] = UInt8(ipSum & 0xff)
+        return ip + tcp
+    }
+
+    /// The RFC 1071 one's-complement checksum.
+    public static func internetChecksum(_ bytes: [UInt8]) -> UInt16 {
+        var sum: UInt32 = 0
+        var i = 0
+        while i + 1 < bytes.count {
+            sum &+= UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1])
+            i += 2
+        }
+        if i < bytes.count { sum &+= UInt32(bytes[i]) << 8 }
+        while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
+        return ~UInt16(sum)
     }
 }
 

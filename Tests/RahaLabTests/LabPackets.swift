@@ -19,10 +19,12 @@ enum LabPackets {
         return header + transport
     }
 
-    static func tcp(from: IPv4Endpoint, to: IPv4Endpoint, flags: TCPFlags = [.ack, .psh], payload: [UInt8] = [], optionWords: Int = 0) -> [UInt8] {
+    static func tcp(from: IPv4Endpoint, to: IPv4Endpoint, flags: TCPFlags = [.ack, .psh], payload: [UInt8] = [], optionWords: Int = 0,
+                    seq: UInt32 = 1, ack: UInt32 = 0) -> [UInt8] {
         let offset = 5 + optionWords
-        var segment: [UInt8] = [UInt8(from.port >> 8), UInt8(from.port & 0xff), UInt8(to.port >> 8), UInt8(to.port & 0xff),
-                                0, 0, 0, 1, 0, 0, 0, 0, UInt8(offset << 4), flags.rawValue, 0xff, 0xff, 0, 0, 0, 0]
+        func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
+        var segment: [UInt8] = [UInt8(from.port >> 8), UInt8(from.port & 0xff), UInt8(to.port >> 8), UInt8(to.port & 0xff)]
+        segment += be32(seq) + be32(ack) + [UInt8(offset << 4), flags.rawValue, 0xff, 0xff, 0, 0, 0, 0]
         segment += Array(repeating: 0x01, count: optionWords * 4) // NOP options
         return ipv4(6, from: from.address, to: to.address, transport: segment + payload)
     }

@@ -111,6 +111,47 @@ import Testing
         #expect(parsed > 100, "the biased inputs reach the transport parsers")
     }
 
+    /// Verifies the IPv4 header checksum and the TCP checksum over the pseudo-header.
+    func checksumsAreValid(_ bytes: [UInt8]) -> Bool {
+        let tcp = Array(bytes[20...])
+        let pseudo = Array(bytes[12..<20]) + [0, 6, 0, UInt8(tcp.count)]
+        return Packet.internetChecksum(Array(bytes[..<20])) == 0 && Packet.internetChecksum(pseudo + tcp) == 0
+    }
+
+    @Test func resetPacketsForADataSegment() throws {
+        let data = try Packet(parsing: LabPackets.tcp(from: client, to: server, flags: [.ack, .psh], payload: Array(repeating: 7, count: 100),
+                                                     seq: 0xFFFF_FFF0, ack: 5000))
+        let resets = data.resetPackets
+        #expect(resets.count == 2)
+        let forward = try Packet(parsing: resets[0])
+        #expect(forward.sourceEndpoint == client && forward.destinationEndpoint == server)
+        #expect(forward.tcpFlags == .rst)
+        #expect(forward.sequenceNumber == 0x54, "0xFFFFFFF0 + 100 wraps")
+        let backward = try Packet(parsing: resets[1])
+        #expect(backward.sourceEndpoint == server && backward.destinationEndpoint == client)
+        #expect(backward.tcpFlags == [.rst, .ack])
+        #expect(backward.sequenceNumber == 5000)
+        #expect(backward.acknowledgementNumber == 0x54)
+        #expect(resets.allSatisfy(checksumsAreValid))
+        #expect(resets.allSatisfy { $0.count == 40 })
+    }
+
+    @Test func resetPacketsForASYNAndNone() throws {
+        let syn = try Packet(parsing: LabPackets.tcp(from: client, to: server, flags: .syn, seq: 1000))
+        let resets = syn.resetPackets
+        let backward = try Packet(parsing: resets[1])
+        #expect(backward.tcpFlags == [.rst, .ack])
+        #expect(backward.sequenceNumber == 0)
+        #expect(backward.acknowledgementNumber == 1001, "the SYN consumes one sequence number")
+        #expect(resets.allSatisfy(checksumsAreValid))
+        let rst = try Packet(parsing: LabPackets.tcp(from: client, to: server, flags: .rst))
+        #expect(rst.resetPackets.isEmpty)
+        let udp = try Packet(parsing: LabPackets.udp(from: client, to: server, payload: [1]))
+        #expect(udp.resetPackets.isEmpty)
+        // The checksum of the test builder's own header is valid too.
+        #expect(Packet.internetChecksum(Array(LabPackets.tcp(from: client, to: server)[..<20])) == 0)
+    }
+
     @Test func addressesAndFlowKeys() {
         #expect(IPv4Address("192.0.2.1") == IPv4Address(192, 0, 2, 1))
         #expect(IPv4Address(192, 0, 2, 1).description == "192.0.2.1")
