@@ -44,7 +44,7 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
     @Test(arguments: CensorProfile.allCases)
     func randomBytesNeverCrash(profile: CensorProfile) {
         var censor = profile.makeCensor(CensorConfiguration(allowedServerNames: ["example.com"], domesticAddresses: [web.address]))
-        var rng = TestRandom(seed: UInt64(profile.rawValue.count))
+        var rng = LabRandom(seed: UInt64(profile.rawValue.count))
         for round in 0..<5_000 {
             let bytes: [UInt8]
             switch round % 3 {
@@ -408,7 +408,7 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
     /// always inside the name), with random segment sizes: fail-open lets every split
     /// through, fail-closed resets every one, and the whole ClientHello is reset either way.
     @Test func segmentedClientHellos() {
-        var rng = TestRandom(seed: 2025)
+        var rng = LabRandom(seed: 2025)
         let hello = LabPackets.clientHello(serverName: "bridge.test")
         for round in 0..<200 {
             let segments = ClientHelloFragmenter.segments(hello, sizes: 1...300, using: &rng)

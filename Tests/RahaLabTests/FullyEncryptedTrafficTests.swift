@@ -3,21 +3,8 @@ import Testing
 import RahaWire
 @testable import RahaLab
 
-/// A small deterministic generator so that sampled tests are reproducible.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        // SplitMix64
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
-private func randomBytes(_ count: Int, using rng: inout SeededGenerator) -> [UInt8] {
+private func randomBytes(_ count: Int, using rng: inout LabRandom) -> [UInt8] {
     (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
 }
 
@@ -140,7 +127,7 @@ private typealias Rule = FullyEncryptedTrafficRule
         // The rule flags nearly all random payloads of realistic size; the paper's
         // "about a quarter" is the censor's per-connection blocking probability applied
         // afterwards (blockProbability), not a property of the rule.
-        var rng = SeededGenerator(seed: 2023)
+        var rng = LabRandom(seed: 2023)
         var blocked = 0
         let samples = 4000
         for _ in 0..<samples {
@@ -162,7 +149,7 @@ private typealias Rule = FullyEncryptedTrafficRule
     }
 
     @Test func aDefaultPrefixIsNeverBlocked() {
-        var rng = SeededGenerator(seed: 0xF00D)
+        var rng = LabRandom(seed: 0xF00D)
         for method in ShadowsocksMethod.allCases where !method.is2022 {
             for _ in 0..<2000 {
                 let prefix = ShadowsocksKey.defaultPrefix(for: method, using: &rng)
@@ -176,7 +163,7 @@ private typealias Rule = FullyEncryptedTrafficRule
     }
 
     @Test func outlinesTablePrefixesAgainstTheRule() {
-        var rng = SeededGenerator(seed: 7)
+        var rng = LabRandom(seed: 7)
         // Outline's "POST " matches the HTTP fingerprint, its HTTP response and SSH prefixes
         // start with six printable bytes, and its ClientHello and ServerHello prefixes match
         // the TLS record fingerprint. Its "TLS Application Data" prefix starts with 0x13,
