@@ -84,7 +84,7 @@ struct RahaCensor: ParsableCommand {
         if let failure = loop.failure {
             FileHandle.standardError.write(Data("raha-censor: the verdict loop had stopped: \(failure)\n".utf8))
         }
-        exit(0)
+        Glibc.exit(0)
     }
 }
 

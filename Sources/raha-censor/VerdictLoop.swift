@@ -20,7 +20,7 @@ final class VerdictLoop: @unchecked Sendable {
 
     let queueNumber: UInt16
     private var censor: any Censor
-    private let start = ContinuousClock.now
+    private let startTime = ContinuousClock.now
     private let handle: OpaquePointer
     private var queueHandle: OpaquePointer?
     private let netlinkDescriptor: Int32
@@ -61,7 +61,7 @@ final class VerdictLoop: @unchecked Sendable {
             throw CensorError("cannot bind NFQUEUE queue \(queue): \(reason) (is another program, e.g. another raha-censor, bound to it?)")
         }
         self.queueHandle = queueHandle
-        guard nfq_set_mode(queueHandle, UInt8(NFQNL_COPY_PACKET), 0xffff) >= 0 else {
+        guard nfq_set_mode(queueHandle, UInt8(NFQNL_COPY_PACKET.rawValue), 0xffff) >= 0 else {
             let reason = String(cString: strerror(errno))
             nfq_destroy_queue(queueHandle)
             close(raw)
@@ -124,7 +124,7 @@ final class VerdictLoop: @unchecked Sendable {
         } else {
             []
         }
-        let verdict = censor.inspect(bytes: bytes, at: ContinuousClock.now - start)
+        let verdict = censor.inspect(bytes: bytes, at: ContinuousClock.now - startTime)
         let result = nfq_set_verdict(queueHandle, id, UInt32(verdict == .accept ? NF_ACCEPT : NF_DROP), 0, nil)
         if verdict == .reset, let packet = try? Packet(parsing: bytes) {
             for segment in packet.resetPackets { inject(segment) }
