@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "raha", targets: ["raha"]),
+        .executable(name: "raha-censor", targets: ["raha-censor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -62,6 +63,19 @@ let package = Package(
             name: "raha",
             dependencies: [
                 "RahaProxy", "RahaBridge", "RahaLab", "RahaQR",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // libnetfilter_queue from Debian (libnetfilter-queue-dev): the lab router's
+        // userspace verdicts. Only raha-censor links it, not raha.
+        .systemLibrary(
+            name: "CNetfilterQueue", pkgConfig: "libnetfilter_queue", providers: [.apt(["libnetfilter-queue-dev"])]
+        ),
+        // The censor lab's router program: an NFQUEUE verdict loop around a RahaLab censor.
+        .executableTarget(
+            name: "raha-censor",
+            dependencies: [
+                "RahaLab", "CNetfilterQueue",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
