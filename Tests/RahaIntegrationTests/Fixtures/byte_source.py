@@ -6,10 +6,11 @@ Binds 127.0.0.1 (never any other address) on a free port, prints
 SIZE bytes (argument, in MiB) of a counting pattern as fast as the
 connection takes them, then closes. Exits when its standard input ends.
 """
-import os
 import socket
 import sys
 import threading
+
+from fixture_support import exit_when_stdin_closes
 
 
 def serve(conn: socket.socket, size: int) -> None:
@@ -35,14 +36,7 @@ def main() -> None:
     listener.listen(8)
     print(f"byte source listening on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
 
-    def watch_stdin() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    exit_when_stdin_closes()
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve, args=(conn, size), daemon=True).start()

@@ -8,10 +8,10 @@ also prints "echoed N bytes" for each (never an address). Exits when its
 standard input reaches end of file, so it never outlives the test process
 that started it.
 """
-import os
 import socket
 import sys
-import threading
+
+from fixture_support import exit_when_stdin_closes
 
 
 def main() -> None:
@@ -22,14 +22,7 @@ def main() -> None:
     sock.bind(("127.0.0.1", port))
     print(f"UDP echo listening on 127.0.0.1:{sock.getsockname()[1]}", flush=True)
 
-    def watch_stdin() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    exit_when_stdin_closes()
     while True:
         data, peer = sock.recvfrom(65535)
         sock.sendto(data, peer)
