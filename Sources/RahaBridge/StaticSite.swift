@@ -76,9 +76,9 @@ public enum StaticSite {
         default:
             status = (405, "Not Allowed", errorPage(405, "Not Allowed"), [])
         }
-        let body = head.method == "HEAD" ? nil : status.2
         var text = render(status.0, status.1, body: status.2, extra: status.3, now: now, keepAlive: keepAlive && status.0 != 405)
-        if body == nil, let end = text.range(of: "\r\n\r\n") { text = String(text[..<end.upperBound]) }
+        // HEAD: the same head (Content-Length of the body it would get), no body.
+        if head.method == "HEAD", let end = text.range(of: "\r\n\r\n") { text = String(text[..<end.upperBound]) }
         return (text, keepAlive && status.0 != 405)
     }
 
