@@ -651,7 +651,8 @@ final class MuxStreamProbe: ChannelInboundHandler {
         #expect(probe.events == ["writable:false", "writable:true"])
     }
 
-    @Test func withoutAutoReadDataWaitsForReadAndWindowForDelivery() throws {
+    /// A server mux (base window only) whose streams have autoRead off and a probe.
+    private func serverWithoutAutoRead() throws -> (EmbeddedChannel, MuxStreamProbe) {
         var configuration = MuxHandler.Configuration.testing
         configuration.session.initialWindow = MuxSession.baseWindow
         let probe = MuxStreamProbe()
@@ -661,7 +662,11 @@ final class MuxStreamProbe: ChannelInboundHandler {
                 try stream.pipeline.syncOperations.addHandler(probe)
             }
         }
-        let channel = try connected(mux)
+        return (try connected(mux), probe)
+    }
+
+    @Test func withoutAutoReadDataWaitsForReadAndWindowForDelivery() throws {
+        let (channel, probe) = try serverWithoutAutoRead()
         try channel.writeInbound(frames([.open(stream: 1, to: destination)]
             + (0..<5).map { _ in MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 9, count: 8 * 1024)) }
             + [MuxFrame(kind: .finish, stream: 1)]))
@@ -680,16 +685,7 @@ final class MuxStreamProbe: ChannelInboundHandler {
     }
 
     @Test func windowIsGrantedForDeliveredBytesOnly() throws {
-        var configuration = MuxHandler.Configuration.testing
-        configuration.session.initialWindow = MuxSession.baseWindow
-        let probe = MuxStreamProbe()
-        let mux = MuxHandler(role: .server, configuration: configuration) { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.syncOptions!.setOption(.autoRead, value: false)
-                try stream.pipeline.syncOperations.addHandler(probe)
-            }
-        }
-        let channel = try connected(mux)
+        let (channel, probe) = try serverWithoutAutoRead()
         try channel.writeInbound(frames([.open(stream: 1, to: destination), MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 1, count: 20 * 1024))]))
         try channel.writeInbound(frames([MuxFrame(kind: .data, stream: 1, body: ByteBuffer(repeating: 2, count: 20 * 1024))]))
         #expect(try readFrames(channel).frames.isEmpty)
