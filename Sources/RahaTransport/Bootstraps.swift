@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import RahaWire
 
 extension ServerBootstrap {
     /// The options every Raha stream listener uses: a deep accept queue,
@@ -20,5 +21,28 @@ extension ClientBootstrap {
             .connectTimeout(connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+    }
+}
+
+/// The bridge a dialer connects to: its address is parsed once when the key
+/// names it by IP, so connections to it need no lookup; a name is resolved
+/// per connection.
+struct BridgeAddress: Sendable {
+    let endpoint: Endpoint
+    private let literal: SocketAddress?
+
+    init(_ endpoint: Endpoint) {
+        self.endpoint = endpoint
+        self.literal = try? SocketAddress(ipAddress: endpoint.hostText, port: Int(endpoint.port))
+    }
+
+    func connect(with bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
+        if let literal { return bootstrap.connect(to: literal) }
+        return bootstrap.connect(host: endpoint.hostText, port: Int(endpoint.port))
+    }
+
+    /// The socket address (a blocking lookup for a name).
+    func resolved() throws -> SocketAddress {
+        try literal ?? SocketAddress.makeAddressResolvingHost(endpoint.hostText, port: Int(endpoint.port))
     }
 }

@@ -9,8 +9,7 @@ public final class ShadowsocksDialer: StreamDialer {
     public let credential: ShadowsocksCredential
     public let connectTimeout: TimeAmount
 
-    /// The bridge's address when the key names it by IP: no lookup per connection.
-    private let serverAddress: SocketAddress?
+    private let bridge: BridgeAddress
     /// 2022 only: response salts seen, so a recorded response cannot be replayed to us.
     private let responseSalts: SharedReplayFilter?
 
@@ -18,7 +17,7 @@ public final class ShadowsocksDialer: StreamDialer {
         self.key = key
         self.credential = try ShadowsocksCredential(method: key.method, password: key.password)
         self.connectTimeout = connectTimeout
-        self.serverAddress = try? SocketAddress(ipAddress: key.server.hostText, port: Int(key.server.port))
+        self.bridge = BridgeAddress(key.server)
         self.responseSalts = key.method.is2022 ? SharedReplayFilter(capacity: 50_000) : nil
     }
 
@@ -35,16 +34,14 @@ public final class ShadowsocksDialer: StreamDialer {
                     ])
                 }
             }
-        if let serverAddress { return bootstrap.connect(to: serverAddress) }
-        return bootstrap.connect(host: key.server.hostText, port: Int(key.server.port))
+        return bridge.connect(with: bootstrap)
     }
 
     public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
         let credential = self.credential
-        let server = key.server
         let resolved: EventLoopFuture<SocketAddress>
         do {
-            resolved = eventLoop.makeSucceededFuture(try serverAddress ?? SocketAddress.makeAddressResolvingHost(server.hostText, port: Int(server.port)))
+            resolved = eventLoop.makeSucceededFuture(try bridge.resolved())
         } catch {
             return eventLoop.makeFailedFuture(error)
         }

@@ -44,7 +44,7 @@ struct TrojanConnector: Sendable {
     let key: TrojanKey
     let connectTimeout: TimeAmount
     private let tls: TLSClient?
-    private let serverAddress: SocketAddress?
+    private let bridge: BridgeAddress
 
     init(key: TrojanKey, connectTimeout: TimeAmount) throws {
         self.key = key
@@ -58,7 +58,7 @@ struct TrojanConnector: Sendable {
         } else {
             tls = nil
         }
-        self.serverAddress = try? SocketAddress(ipAddress: key.server.hostText, port: Int(key.server.port))
+        self.bridge = BridgeAddress(key.server)
     }
 
     /// One connection carrying the stream to `target`, once TLS and WebSocket are up.
@@ -91,8 +91,7 @@ struct TrojanConnector: Sendable {
                     try sync.addHandlers([try tls.makeHandler(), TLSHandshakeWaiter()])
                 }
             }
-        let connected = serverAddress.map { bootstrap.connect(to: $0) }
-            ?? bootstrap.connect(host: key.server.hostText, port: Int(key.server.port))
+        let connected = bridge.connect(with: bootstrap)
         return connected.flatMap { channel in
             Self.handshake(channel).flatMap {
                 Self.upgrade(channel, key: key)
