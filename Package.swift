@@ -45,7 +45,7 @@ let package = Package(
             ]
         ),
         // Local fronts (SOCKS5 + HTTP on one port) and the dialer.
-        .target(name: "RahaProxy", dependencies: ["RahaTransport"]),
+        .target(name: "RahaProxy", dependencies: ["RahaTransport", .product(name: "Crypto", package: "swift-crypto")]),
         // The bridge service: listeners, exit policy, key storage.
         .target(
             name: "RahaBridge",

@@ -1,4 +1,3 @@
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import RahaWire
@@ -21,46 +20,6 @@ public protocol StreamDialer: Sendable {
 public protocol PacketAssociation: Sendable {
     func send(_ payload: ByteBuffer, to target: Endpoint)
     func close()
-}
-
-/// Uses several dialers in order, moving on when one fails to connect, and
-/// starting next time from the last one that worked.
-public final class FailoverDialer: StreamDialer {
-    public let dialers: [StreamDialer]
-    private let preferred = NIOLockedValueBox(0)
-
-    public init(_ dialers: [StreamDialer]) {
-        precondition(!dialers.isEmpty, "at least one dialer")
-        self.dialers = dialers
-    }
-
-    public var label: String { dialers.map(\.label).joined(separator: ", ") }
-
-    private func order() -> [Int] {
-        let start = preferred.withLockedValue { $0 }
-        return (0..<dialers.count).map { (start + $0) % dialers.count }
-    }
-
-    public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        attempt(order()[...], on: eventLoop, lastError: nil) { dialer in dialer.dial(target, on: eventLoop) }
-    }
-
-    public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
-        attempt(order()[...], on: eventLoop, lastError: nil) { dialer in dialer.associate(on: eventLoop, receive: receive) }
-    }
-
-    private func attempt<T>(_ indices: ArraySlice<Int>, on eventLoop: EventLoop, lastError: Error?,
-                            _ open: @escaping (StreamDialer) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        guard let index = indices.first else {
-            return eventLoop.makeFailedFuture(lastError ?? ChannelError.connectPending)
-        }
-        return open(dialers[index]).map { value in
-            self.preferred.withLockedValue { $0 = index }
-            return value
-        }.flatMapError { error in
-            self.attempt(indices.dropFirst(), on: eventLoop, lastError: error, open)
-        }
-    }
 }
 
 /// A description of a connection failure that is safe to log: the kind of

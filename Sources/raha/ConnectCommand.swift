@@ -9,9 +9,11 @@ struct ConnectCommand: AsyncParsableCommand {
         commandName: "connect",
         abstract: "Run the local proxy (SOCKS5 and HTTP on one port) through one or more access keys.",
         discussion: """
-        Several keys are tried in order; when one fails to connect the next is used, and \
-        the last one that worked is tried first next time. Domain names are resolved at \
-        the bridge, never locally.
+        The keys are raced (in order, with staggered starts): each is tested with a verified \
+        round trip to --probe-url, and the first that gets through carries the streams. When \
+        a stream fails through it, the keys are raced again; races repeat in the background. \
+        The winner is remembered per network (a hash, in --state) and tried first next time. \
+        Domain names are resolved at the bridge, never locally.
 
         Examples:
           raha connect 'ss://…'
@@ -36,6 +38,8 @@ struct ConnectCommand: AsyncParsableCommand {
     @Option(help: "Event-loop threads (default: one per core).")
     var threads: Int?
 
+    @OptionGroup var smart: SmartDialerOptions
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -58,12 +62,15 @@ struct ConnectCommand: AsyncParsableCommand {
         var credentials: ProxyCredentials?
         if let user, let password { credentials = ProxyCredentials(username: user, password: password) }
         let logger = logging.makeLogger(label: "raha.connect")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
+        let dialer = try smart.makeDialer(keys: keys, dialers: dialers, eventLoop: group.next(), logger: logger)
         let front = ProxyFront(configuration: .init(listen: listenAt, credentials: credentials),
-                               dialer: dialers.count == 1 ? dialers[0] : FailoverDialer(dialers),
-                               group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), logger: logger)
+                               dialer: dialer, group: group, logger: logger)
         do { try await front.start() } catch { throw UsageFailure("cannot listen on \(listen): \(error)") }
         let bound = front.localAddress.map { "\($0.ipAddress ?? listenAt.hostText):\($0.port ?? 0)" } ?? listen
         print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")
+        fflush(stdout)
+        print(try await dialer.start().get().line)
         fflush(stdout)
         while true { try await Task.sleep(for: .seconds(3600)) }
     }

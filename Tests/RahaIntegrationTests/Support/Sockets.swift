@@ -214,3 +214,28 @@ private final class ParallelResults<T>: @unchecked Sendable {
     var results: [T?]
     init(_ count: Int) { results = [T?](repeating: nil, count: count) }
 }
+
+/// A TCP listener on 127.0.0.1 that never accepts: the kernel completes
+/// handshakes into its backlog, and then nothing is ever answered. A
+/// stand-in for a bridge whose traffic a censor silently drops.
+final class SilentListener: @unchecked Sendable {
+    let port: UInt16
+    private var fd: Int32
+
+    init() throws {
+        port = try Ports.free()
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket(): \(String(cString: strerror(errno)))") }
+        var address = Ports.loopback(port)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            let reason = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw TestFailure("cannot listen on 127.0.0.1:\(port): \(reason)")
+        }
+    }
+
+    deinit { Glibc.close(fd) }
+}

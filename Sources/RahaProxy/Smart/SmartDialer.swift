@@ -1,0 +1,225 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RahaTransport
+import RahaWire
+
+/// The outcome of a race, for the one line `raha connect` prints.
+public enum RaceReport: Sendable, Equatable {
+    case using(label: String, latencyMilliseconds: Int64)
+    case noneGotThrough([FailedTransport])
+
+    public struct FailedTransport: Sendable, Equatable {
+        public var label: String
+        public var reason: String
+    }
+
+    /// "Using LABEL (verified round trip in N ms)" or
+    /// "No transport got through: LABEL: REASON; …. Only message channels remain on this network."
+    public var line: String {
+        switch self {
+        case .using(let label, let milliseconds):
+            return "Using \(label) (verified round trip in \(milliseconds) ms)"
+        case .noneGotThrough(let failures):
+            return NoTransportError(failures: failures).description
+        }
+    }
+}
+
+/// A stream was asked for while every transport is blocked from this network.
+public struct NoTransportError: Error, CustomStringConvertible, Sendable {
+    public var failures: [RaceReport.FailedTransport]
+    public var description: String {
+        "No transport got through: " + failures.map { "\($0.label): \($0.reason)" }.joined(separator: "; ")
+            + ". No transport reached a bridge from this network; only message channels remain on this network (mail or DNS, when available)."
+    }
+}
+
+/// A dialer that races transports and streams through the winner.
+///
+/// Races probe each candidate with a verified round trip (``ConnectivityProbe``),
+/// Happy-Eyeballs style: staggered starts, the first success wins. Streams
+/// go through the winner under a dial deadline; when one fails, a new race
+/// starts and that stream is retried once through the new winner. Races
+/// repeat in the background (and with backoff while nothing works). The
+/// decisions are ``RaceMachine``'s; this class only performs its actions.
+public final class SmartDialer: StreamDialer {
+    public struct Configuration: Sendable {
+        public var probe: ConnectivityProbe
+        /// RFC 8305's connection attempt delay.
+        public var stagger: TimeAmount = .milliseconds(250)
+        /// How long a stream may take to open through the winner.
+        public var dialDeadline: TimeAmount
+        public var reprobeSeconds: Int64 = 300
+        public var backoffSeconds: [Int64] = [5, 15, 60, 300]
+
+        public init(probe: ConnectivityProbe) {
+            self.probe = probe
+            dialDeadline = probe.deadline
+        }
+    }
+
+    /// One transport to race: its dialer and a fingerprint to remember it by.
+    public struct Candidate: Sendable {
+        public var dialer: StreamDialer
+        public var fingerprint: String
+        public init(dialer: StreamDialer, fingerprint: String) {
+            self.dialer = dialer
+            self.fingerprint = fingerprint
+        }
+    }
+
+    /// Where the winner per network is written down.
+    public struct Memory: Sendable {
+        public var store: PathMemory
+        public var network: String
+        public init(store: PathMemory, network: String) {
+            self.store = store
+            self.network = network
+        }
+    }
+
+    private struct State {
+        var machine: RaceMachine
+        var waiters: [EventLoopPromise<Int>] = []
+        var firstReport: EventLoopPromise<RaceReport>?
+    }
+
+    public let candidates: [Candidate]
+    public let configuration: Configuration
+    private let eventLoop: EventLoop
+    private let logger: Logger
+    private let memory: Memory?
+    private let state: NIOLockedValueBox<State>
+    private let firstRace: EventLoopFuture<RaceReport>
+
+    /// `eventLoop` runs the probes and timers.
+    public init(candidates: [Candidate], configuration: Configuration, memory: Memory? = nil,
+                eventLoop: EventLoop, logger: Logger) {
+        precondition(!candidates.isEmpty, "at least one candidate")
+        self.candidates = candidates
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.memory = memory
+        let remembered = memory.flatMap { memory in
+            memory.store.winner(on: memory.network).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
+        }
+        let promise = eventLoop.makePromise(of: RaceReport.self)
+        firstRace = promise.futureResult
+        state = NIOLockedValueBox(State(
+            machine: RaceMachine(candidateCount: candidates.count, remembered: remembered,
+                                 reprobeSeconds: configuration.reprobeSeconds, backoffSeconds: configuration.backoffSeconds),
+            firstReport: promise))
+    }
+
+    public var label: String { candidates.map(\.dialer.label).joined(separator: ", ") }
+
+    /// Starts the first race (if none ran yet) and reports its outcome.
+    public func start() -> EventLoopFuture<RaceReport> {
+        perform(state.withLockedValue { $0.machine.route == .wait && !$0.machine.isRacing ? $0.machine.startRace() : [] })
+        return firstRace
+    }
+
+    public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        through(on: eventLoop, retry: true) { dialer in
+            withDeadline(dialer.dial(target, on: eventLoop), self.configuration.dialDeadline) { $0.close(promise: nil) }
+        }
+    }
+
+    public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
+        through(on: eventLoop, retry: true) { dialer in
+            withDeadline(dialer.associate(on: eventLoop, receive: receive), self.configuration.dialDeadline) { $0.close() }
+        }
+    }
+
+    /// Opens through the current winner (waiting for a running race); on
+    /// failure reports it, and with `retry` tries once more through the next winner.
+    private func through<T>(on eventLoop: EventLoop, retry: Bool,
+                            _ open: @escaping (StreamDialer) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        winner(on: eventLoop).flatMap { index in
+            open(self.candidates[index].dialer).flatMapError { error in
+                self.logger.info("\(self.candidates[index].dialer.label): a stream failed (\(TransportFailure.reason(for: error))); racing again")
+                self.perform(self.state.withLockedValue { $0.machine.dialFailed(candidate: index) })
+                guard retry else { return eventLoop.makeFailedFuture(error) }
+                return self.through(on: eventLoop, retry: false, open)
+            }
+        }
+    }
+
+    /// The candidate to use now, after any running race (bounded by the dial deadline).
+    private func winner(on eventLoop: EventLoop) -> EventLoopFuture<Int> {
+        let (route, actions, waiter): (RaceMachine.Route, [RaceMachine.Action], EventLoopPromise<Int>?) = state.withLockedValue { state in
+            var actions: [RaceMachine.Action] = []
+            if state.machine.route == .wait && !state.machine.isRacing { actions = state.machine.startRace() }
+            let route = state.machine.route
+            guard route == .wait else { return (route, actions, nil) }
+            let promise = eventLoop.makePromise(of: Int.self)
+            state.waiters.append(promise)
+            return (route, actions, promise)
+        }
+        perform(actions)
+        switch route {
+        case .use(let index): return eventLoop.makeSucceededFuture(index)
+        case .fail(let failures): return eventLoop.makeFailedFuture(noTransport(failures))
+        case .wait:
+            let deadline = configuration.probe.deadline + configuration.stagger * Int64(candidates.count)
+            return withDeadline(waiter!.futureResult, deadline) { _ in }
+        }
+    }
+
+    private func noTransport(_ failures: [RaceMachine.Failure]) -> NoTransportError {
+        NoTransportError(failures: failures.map { .init(label: candidates[$0.candidate].dialer.label, reason: $0.reason) })
+    }
+
+    private func perform(_ actions: [RaceMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .probe(let candidate, let race):
+                configuration.probe.run(through: candidates[candidate].dialer, on: eventLoop).whenComplete { result in
+                    let next = self.state.withLockedValue { state in
+                        switch result {
+                        case .success(let latency):
+                            return state.machine.probeSucceeded(candidate: candidate, race: race, latencyNanoseconds: latency.nanoseconds)
+                        case .failure(let error):
+                            return state.machine.probeFailed(candidate: candidate, race: race, reason: TransportFailure.reason(for: error))
+                        }
+                    }
+                    if case .failure(let error) = result {
+                        self.logger.info("\(self.candidates[candidate].dialer.label): blocked (\(TransportFailure.reason(for: error)))")
+                    }
+                    self.perform(next)
+                }
+            case .armStagger(let token):
+                eventLoop.scheduleTask(in: configuration.stagger) {
+                    self.perform(self.state.withLockedValue { $0.machine.staggerFired(token: token) })
+                }
+            case .scheduleRace(let seconds, let token):
+                eventLoop.scheduleTask(in: .seconds(seconds)) {
+                    self.perform(self.state.withLockedValue { $0.machine.retryTimerFired(token: token) })
+                }
+            case .won(let candidate, let latency):
+                let report = RaceReport.using(label: candidates[candidate].dialer.label, latencyMilliseconds: latency / 1_000_000)
+                logger.info("using \(candidates[candidate].dialer.label) (verified in \(latency / 1_000_000) ms)")
+                if let memory {
+                    do { try memory.store.remember(candidates[candidate].fingerprint, on: memory.network) } catch {
+                        logger.warning("cannot remember the transport that works on this network: \(error)")
+                    }
+                }
+                finishRace(report) { $0.succeed(candidate) }
+            case .allFailed(let failures):
+                let error = noTransport(failures)
+                finishRace(.noneGotThrough(error.failures)) { $0.fail(error) }
+            }
+        }
+    }
+
+    private func finishRace(_ report: RaceReport, _ complete: (EventLoopPromise<Int>) -> Void) {
+        let (waiters, first) = state.withLockedValue { state in
+            defer { state.waiters = []; state.firstReport = nil }
+            return (state.waiters, state.firstReport)
+        }
+        first?.succeed(report)
+        waiters.forEach(complete)
+    }
+}

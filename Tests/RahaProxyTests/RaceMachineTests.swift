@@ -1,0 +1,165 @@
+import Testing
+@testable import RahaProxy
+
+/// The racing dialer's decisions, with no sockets and no clock.
+@Suite("RaceMachine")
+struct RaceMachineTests {
+    /// The candidates probed by these actions, in order.
+    private func probed(_ actions: [RaceMachine.Action]) -> [Int] {
+        actions.compactMap { if case .probe(let candidate, _) = $0 { return candidate } else { return nil } }
+    }
+
+    private func staggerToken(_ actions: [RaceMachine.Action]) -> Int? {
+        actions.compactMap { if case .armStagger(let token) = $0 { return token } else { return nil } }.first
+    }
+
+    private func raceID(_ actions: [RaceMachine.Action]) -> Int {
+        actions.compactMap { if case .probe(_, let race) = $0 { return race } else { return nil } }.first ?? -1
+    }
+
+    @Test("A race starts candidate 0 alone, then each next one when the stagger timer fires")
+    func staggerOrder() {
+        var machine = RaceMachine(candidateCount: 3)
+        #expect(machine.route == .wait)
+        let first = machine.startRace()
+        #expect(probed(first) == [0])
+        #expect(machine.route == .wait)
+        let second = machine.staggerFired(token: staggerToken(first)!)
+        #expect(probed(second) == [1])
+        let third = machine.staggerFired(token: staggerToken(second)!)
+        #expect(probed(third) == [2])
+        #expect(staggerToken(third) == nil, "no timer after the last candidate")
+        #expect(machine.staggerFired(token: staggerToken(first)!).isEmpty, "an old timer does nothing")
+        #expect(machine.startRace().isEmpty, "no second race while one runs")
+    }
+
+    @Test("The first verified round trip wins; later results of that race are ignored")
+    func firstSuccessWins() {
+        var machine = RaceMachine(candidateCount: 3, reprobeSeconds: 120)
+        let first = machine.startRace()
+        let race = raceID(first)
+        _ = machine.staggerFired(token: staggerToken(first)!)
+        let won = machine.probeSucceeded(candidate: 1, race: race, latencyNanoseconds: 42_000_000)
+        #expect(won.first == .won(candidate: 1, latencyNanoseconds: 42_000_000))
+        guard case .scheduleRace(120, _)? = won.last else {
+            Issue.record("no background re-race scheduled: \(won)")
+            return
+        }
+        #expect(machine.route == .use(1))
+        #expect(machine.probeSucceeded(candidate: 0, race: race, latencyNanoseconds: 1).isEmpty)
+        #expect(machine.probeFailed(candidate: 0, race: race, reason: "reset").isEmpty)
+        #expect(machine.route == .use(1))
+    }
+
+    @Test("When every started probe has failed, the next candidate starts at once")
+    func failureStartsNextAtOnce() {
+        var machine = RaceMachine(candidateCount: 3)
+        let first = machine.startRace()
+        let next = machine.probeFailed(candidate: 0, race: raceID(first), reason: "connection refused")
+        #expect(probed(next) == [1])
+        #expect(machine.staggerFired(token: staggerToken(first)!).isEmpty, "the replaced stagger timer does nothing")
+        // With 1 and 2 both running, 1 failing does not start anything new.
+        let third = machine.staggerFired(token: staggerToken(next)!)
+        #expect(probed(third) == [2])
+        #expect(machine.probeFailed(candidate: 1, race: raceID(first), reason: "reset").isEmpty)
+        #expect(machine.route == .wait)
+    }
+
+    @Test("All failed: an error with every reason in race order, streams fail at once, re-races back off")
+    func allFailed() {
+        var machine = RaceMachine(candidateCount: 2, backoffSeconds: [5, 15, 60])
+        let failures = [RaceMachine.Failure(candidate: 0, reason: "timed out after 6 s"),
+                        RaceMachine.Failure(candidate: 1, reason: "connection refused")]
+        var delays: [Int64] = []
+        var actions = machine.startRace()
+        for _ in 0..<4 {
+            let race = raceID(actions)
+            #expect(probed(actions) == [0])
+            _ = machine.probeFailed(candidate: 0, race: race, reason: "timed out after 6 s")
+            let ended = machine.probeFailed(candidate: 1, race: race, reason: "connection refused")
+            #expect(ended.first == .allFailed(failures))
+            #expect(machine.route == .fail(failures))
+            guard case .scheduleRace(let seconds, let token)? = ended.last else {
+                Issue.record("no re-race scheduled: \(ended)")
+                return
+            }
+            delays.append(seconds)
+            // The timer starts the next race; meanwhile streams still fail at once.
+            actions = machine.retryTimerFired(token: token)
+            #expect(machine.route == .fail(failures))
+        }
+        #expect(delays == [5, 15, 60, 60])
+    }
+
+    @Test("A stream failing through the winner starts a race with it last; streams wait for that race")
+    func dialFailureReraces() {
+        var machine = RaceMachine(candidateCount: 3)
+        let first = machine.startRace()
+        _ = machine.probeSucceeded(candidate: 0, race: raceID(first), latencyNanoseconds: 1)
+        let rerace = machine.dialFailed(candidate: 0)
+        #expect(probed(rerace) == [1])
+        #expect(machine.route == .wait)
+        #expect(machine.dialFailed(candidate: 0).isEmpty, "a second failure of the same stream's transport changes nothing")
+        let second = machine.staggerFired(token: staggerToken(rerace)!)
+        #expect(probed(second) == [2])
+        let third = machine.staggerFired(token: staggerToken(second)!)
+        #expect(probed(third) == [0], "the transport that failed goes last")
+        _ = machine.probeSucceeded(candidate: 2, race: raceID(rerace), latencyNanoseconds: 1)
+        #expect(machine.route == .use(2))
+    }
+
+    @Test("A background race keeps the current winner in use until it ends; a better one takes over")
+    func backgroundRace() {
+        var machine = RaceMachine(candidateCount: 2)
+        var actions = machine.startRace()
+        _ = machine.probeFailed(candidate: 0, race: raceID(actions), reason: "reset")
+        actions = machine.probeSucceeded(candidate: 1, race: raceID(actions), latencyNanoseconds: 1)
+        guard case .scheduleRace(_, let token)? = actions.last else { Issue.record("no re-race"); return }
+        let background = machine.retryTimerFired(token: token)
+        #expect(probed(background) == [0])
+        #expect(machine.route == .use(1))
+        _ = machine.probeSucceeded(candidate: 0, race: raceID(background), latencyNanoseconds: 1)
+        #expect(machine.route == .use(0))
+    }
+
+    @Test("The remembered winner is raced first, the others after it in preference order")
+    func rememberedFirst() {
+        var machine = RaceMachine(candidateCount: 3, remembered: 2)
+        #expect(machine.preference == [2, 0, 1])
+        let first = machine.startRace()
+        #expect(probed(first) == [2])
+        #expect(probed(machine.staggerFired(token: staggerToken(first)!)) == [0])
+        #expect(RaceMachine(candidateCount: 2, remembered: 7).preference == [0, 1], "an unknown remembered index is ignored")
+    }
+}
+
+@Suite("NetworkIdentity and PathMemory")
+struct NetworkIdentityTests {
+    static let route = """
+        Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+        wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+        eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0
+        eth0\t0000000A\t00000000\t0001\t0\t0\t100\t000000FF\t0\t0\t0
+        """
+
+    @Test("The default route is the 0/0 line with the lowest metric; none when there is no 0/0 line")
+    func parsesRoute() {
+        #expect(NetworkIdentity.defaultRoute(procNetRoute: Self.route) == .init(interface: "eth0", gateway: "0100000A"))
+        let noDefault = Self.route.split(separator: "\n").enumerated().filter { $0.offset == 0 || $0.offset == 3 }.map(\.element).joined(separator: "\n")
+        #expect(NetworkIdentity.defaultRoute(procNetRoute: noDefault) == nil)
+        #expect(NetworkIdentity.defaultRoute(procNetRoute: "") == nil)
+        #expect(NetworkIdentity.defaultRoute(procNetRoute: "garbage\nmore garbage") == nil)
+    }
+
+    @Test("Nameservers in order; the id is 16 hex digits (no address) that differ per network")
+    func identifier() {
+        let servers = NetworkIdentity.nameservers(resolvConf: "# comment\nsearch lan\nnameserver 127.0.0.53\nnameserver\t::1\noptions edns0\n")
+        #expect(servers == ["127.0.0.53", "::1"])
+        let route = NetworkIdentity.defaultRoute(procNetRoute: Self.route)
+        let id = NetworkIdentity.identifier(route: route, nameservers: servers)
+        #expect(id.count == 16 && id.allSatisfy(\.isHexDigit))
+        #expect(id == NetworkIdentity.identifier(route: route, nameservers: servers))
+        #expect(id != NetworkIdentity.identifier(route: route, nameservers: ["127.0.0.1"]))
+        #expect(id != NetworkIdentity.identifier(route: nil, nameservers: servers))
+    }
+}
