@@ -14,7 +14,10 @@ extension RahaIntegration {
             return (bridge, try #require(keys.first))
         }
 
-        private func port(of key: String) -> String { String(key.split(separator: ":").last ?? "") }
+        /// The port of a key to 127.0.0.1 (`…@127.0.0.1:PORT/?…`).
+        private func port(of key: String) -> String {
+            String((key.components(separatedBy: "@127.0.0.1:").last ?? "").prefix { $0.isNumber })
+        }
 
         @Test("Keys to a silent port, a refusing port and a working bridge: the working one is used, named, remembered (0600, no key, no address)")
         func raceWinsAndRemembers() throws {
@@ -47,12 +50,15 @@ extension RahaIntegration {
             #expect(!stored.contains("127.0.0.1") && !stored.contains(port(of: good)), "the path memory holds an address: \(stored)")
             #expect(stored.contains("\"") && stored.count > 10, "the path memory is empty: \(stored)")
 
-            // Next time the remembered winner is raced first, so it wins again.
+            // Next time the remembered winner is raced first: it wins before the stagger
+            // (longer than the probe deadline here) starts any other key.
             connect.stop()
-            let (again, _) = try Peers.connect([silentKey, refusedKey, good], extra: Self.fast + ["--state", stateDirectory.path])
+            let (again, _) = try Peers.connect([silentKey, refusedKey, good],
+                                               extra: ["--probe-timeout", "2", "--stagger", "2500", "--state", stateDirectory.path])
             running.add(again)
             let second = try again.waitForLine(startingWith: "Using ")
             #expect(second.contains("via 127.0.0.1:\(port(of: good))"), "\(second)")
+            #expect(!again.output.contains("blocked"), "keys after the remembered one were probed:\n\(again.output)")
         }
 
         @Test("Only dead keys: one clear line that only message channels remain, and SOCKS5 requests fail at once")

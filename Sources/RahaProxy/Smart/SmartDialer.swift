@@ -31,7 +31,7 @@ public struct NoTransportError: Error, CustomStringConvertible, Sendable {
     public var failures: [RaceReport.FailedTransport]
     public var description: String {
         "No transport got through: " + failures.map { "\($0.label): \($0.reason)" }.joined(separator: "; ")
-            + ". No transport reached a bridge from this network; only message channels remain on this network (mail or DNS, when available)."
+            + ". Only message channels remain on this network (mail or DNS, when available)."
     }
 }
 
