@@ -23,7 +23,8 @@ extension RahaIntegration {
                                  (["-x", "http://127.0.0.1:\(proxyPort)"], origin.smallURL),
                                  (["--socks5-hostname", "127.0.0.1:\(proxyPort)"], byName),
                                  (["-p", "-x", "http://127.0.0.1:\(proxyPort)"], byName)] {
-                let result = try Curl.fetch(proxy + [url])
+                // --fail: an error page from the local proxy (its probe through this bridge fails too) is not content.
+                let result = try Curl.fetch(["--fail"] + proxy + [url])
                 #expect(result.status != 0, "curl \(proxy) \(url) fetched the loopback origin through a bridge that must refuse it")
                 #expect(!result.body.contains(origin.small), "the origin's content came through: \(String(decoding: result.body, as: UTF8.self))")
             }

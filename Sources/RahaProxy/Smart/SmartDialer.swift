@@ -83,6 +83,7 @@ public final class SmartDialer: StreamDialer {
         var machine: RaceMachine
         var waiters: [EventLoopPromise<Int>] = []
         var firstReport: EventLoopPromise<RaceReport>?
+        var stopped = false
     }
 
     public let candidates: [Candidate]
@@ -117,7 +118,7 @@ public final class SmartDialer: StreamDialer {
 
     /// Starts the first race (if none ran yet) and reports its outcome.
     public func start() -> EventLoopFuture<RaceReport> {
-        perform(state.withLockedValue { $0.machine.route == .wait && !$0.machine.isRacing ? $0.machine.startRace() : [] })
+        handle { machine, _ in machine.route == .wait && !machine.isRacing ? machine.startRace() : [] }
         return firstRace
     }
 
@@ -140,7 +141,7 @@ public final class SmartDialer: StreamDialer {
         winner(on: eventLoop).flatMap { index in
             open(self.candidates[index].dialer).flatMapError { error in
                 self.logger.info("\(self.candidates[index].dialer.label): a stream failed (\(TransportFailure.reason(for: error))); racing again")
-                self.perform(self.state.withLockedValue { $0.machine.dialFailed(candidate: index) })
+                self.handle { machine, _ in machine.dialFailed(candidate: index) }
                 guard retry else { return eventLoop.makeFailedFuture(error) }
                 return self.through(on: eventLoop, retry: false, open)
             }
@@ -149,16 +150,17 @@ public final class SmartDialer: StreamDialer {
 
     /// The candidate to use now, after any running race (bounded by the dial deadline).
     private func winner(on eventLoop: EventLoop) -> EventLoopFuture<Int> {
-        let (route, actions, waiter): (RaceMachine.Route, [RaceMachine.Action], EventLoopPromise<Int>?) = state.withLockedValue { state in
-            var actions: [RaceMachine.Action] = []
-            if state.machine.route == .wait && !state.machine.isRacing { actions = state.machine.startRace() }
-            let route = state.machine.route
-            guard route == .wait else { return (route, actions, nil) }
-            let promise = eventLoop.makePromise(of: Int.self)
-            state.waiters.append(promise)
-            return (route, actions, promise)
+        var route = RaceMachine.Route.wait
+        var waiter: EventLoopPromise<Int>?
+        handle { machine, waiters in
+            let actions = machine.route == .wait && !machine.isRacing ? machine.startRace() : []
+            route = machine.route
+            if route == .wait {
+                waiter = eventLoop.makePromise(of: Int.self)
+                waiters.append(waiter!)
+            }
+            return actions
         }
-        perform(actions)
         switch route {
         case .use(let index): return eventLoop.makeSucceededFuture(index)
         case .fail(let failures): return eventLoop.makeFailedFuture(noTransport(failures))
@@ -172,54 +174,72 @@ public final class SmartDialer: StreamDialer {
         NoTransportError(failures: failures.map { .init(label: candidates[$0.candidate].dialer.label, reason: $0.reason) })
     }
 
-    private func perform(_ actions: [RaceMachine.Action]) {
+    /// Feeds one event to the machine under the lock, then performs its
+    /// actions outside it. When a race ends, the streams waiting for it are
+    /// taken in the same critical section, so none of a later race is answered early.
+    private func handle(_ event: (inout RaceMachine, inout [EventLoopPromise<Int>]) -> [RaceMachine.Action]) {
+        let (actions, waiters, first) = state.withLockedValue { state -> ([RaceMachine.Action], [EventLoopPromise<Int>], EventLoopPromise<RaceReport>?) in
+            guard !state.stopped else { return ([], [], nil) }
+            let actions = event(&state.machine, &state.waiters)
+            guard actions.contains(where: \.endsRace) else { return (actions, [], nil) }
+            defer { state.waiters = []; state.firstReport = nil }
+            return (actions, state.waiters, state.firstReport)
+        }
         for action in actions {
             switch action {
             case .probe(let candidate, let race):
                 configuration.probe.run(through: candidates[candidate].dialer, on: eventLoop).whenComplete { result in
-                    let next = self.state.withLockedValue { state in
-                        switch result {
-                        case .success(let latency):
-                            return state.machine.probeSucceeded(candidate: candidate, race: race, latencyNanoseconds: latency.nanoseconds)
-                        case .failure(let error):
-                            return state.machine.probeFailed(candidate: candidate, race: race, reason: TransportFailure.reason(for: error))
-                        }
+                    switch result {
+                    case .success(let latency):
+                        self.handle { machine, _ in machine.probeSucceeded(candidate: candidate, race: race, latencyNanoseconds: latency.nanoseconds) }
+                    case .failure(let error):
+                        let reason = TransportFailure.reason(for: error)
+                        self.logger.info("\(self.candidates[candidate].dialer.label): blocked (\(reason))")
+                        self.handle { machine, _ in machine.probeFailed(candidate: candidate, race: race, reason: reason) }
                     }
-                    if case .failure(let error) = result {
-                        self.logger.info("\(self.candidates[candidate].dialer.label): blocked (\(TransportFailure.reason(for: error)))")
-                    }
-                    self.perform(next)
                 }
             case .armStagger(let token):
                 eventLoop.scheduleTask(in: configuration.stagger) {
-                    self.perform(self.state.withLockedValue { $0.machine.staggerFired(token: token) })
+                    self.handle { machine, _ in machine.staggerFired(token: token) }
                 }
             case .scheduleRace(let seconds, let token):
                 eventLoop.scheduleTask(in: .seconds(seconds)) {
-                    self.perform(self.state.withLockedValue { $0.machine.retryTimerFired(token: token) })
+                    self.handle { machine, _ in machine.retryTimerFired(token: token) }
                 }
             case .won(let candidate, let latency):
-                let report = RaceReport.using(label: candidates[candidate].dialer.label, latencyMilliseconds: latency / 1_000_000)
-                logger.info("using \(candidates[candidate].dialer.label) (verified in \(latency / 1_000_000) ms)")
+                let label = candidates[candidate].dialer.label
+                logger.info("using \(label) (verified in \(latency / 1_000_000) ms)")
                 if let memory {
                     do { try memory.store.remember(candidates[candidate].fingerprint, on: memory.network) } catch {
                         logger.warning("cannot remember the transport that works on this network: \(error)")
                     }
                 }
-                finishRace(report) { $0.succeed(candidate) }
+                first?.succeed(.using(label: label, latencyMilliseconds: latency / 1_000_000))
+                waiters.forEach { $0.succeed(candidate) }
             case .allFailed(let failures):
                 let error = noTransport(failures)
-                finishRace(.noneGotThrough(error.failures)) { $0.fail(error) }
+                first?.succeed(.noneGotThrough(error.failures))
+                waiters.forEach { $0.fail(error) }
             }
         }
     }
 
-    private func finishRace(_ report: RaceReport, _ complete: (EventLoopPromise<Int>) -> Void) {
-        let (waiters, first) = state.withLockedValue { state in
-            defer { state.waiters = []; state.firstReport = nil }
-            return (state.waiters, state.firstReport)
+    /// Stops racing: no more probes or timers (streams already open are not touched).
+    public func stop() {
+        let waiters = state.withLockedValue { state in
+            defer { state.waiters = []; state.stopped = true }
+            return state.waiters
         }
-        first?.succeed(report)
-        waiters.forEach(complete)
+        waiters.forEach { $0.fail(TransportFailure("the proxy is shutting down")) }
+    }
+}
+
+extension RaceMachine.Action {
+    /// Whether this action ends a race (a winner, or every candidate failed).
+    var endsRace: Bool {
+        switch self {
+        case .won, .allFailed: return true
+        case .probe, .armStagger, .scheduleRace: return false
+        }
     }
 }
