@@ -316,6 +316,35 @@ extension RahaIntegration {
             #expect(summary.reset > 0, "summary: \(censor.output)")
         }
 
+        @Test("raha connect across the router: under open it uses the bridge; under shutdown it says no transport got through and only message channels remain")
+        func connectUnderShutdown() throws {
+            let root = try webRoot()
+            for profile in ["open", "shutdown"] {
+                let network = try CensorRouterNetwork("rc-\(profile.prefix(4))")
+                defer { network.remove() }
+                let web = try startWebServer(network, port: 8080, directory: root)
+                defer { web.stop() }
+                let listener = "ss://chacha20-ietf-poly1305:\(randomPassword())@\(CensorRouterNetwork.serverAddress):8388"
+                let bridge = try network.start("raha bridge", in: network.server, try Paths.rahaBinary(),
+                                               ["bridge", listener, "--allow-private", "--no-qr"])
+                defer { bridge.stop() }
+                let key = try bridge.waitForLine(startingWith: "ss://")
+                let censor = try startCensor(network, profile)
+                defer { censor.stop() }
+                let connect = try network.start("raha connect", in: network.client, try Paths.rahaBinary(),
+                                                ["connect", key, "--listen", "127.0.0.1:1080", "--no-memory", "--probe-timeout", "2",
+                                                 "--probe-url", "http://\(CensorRouterNetwork.serverAddress):8080/hello.txt"])
+                defer { connect.stop() }
+                if profile == "open" {
+                    let line = try connect.waitForLine(startingWith: "Using ")
+                    #expect(line.contains("via \(CensorRouterNetwork.serverAddress):8388"), "\(line)")
+                } else {
+                    let line = try connect.waitForLine(startingWith: "No transport got through: ")
+                    #expect(line.contains("timed out after 2 s") && line.contains("Only message channels remain on this network"), "\(line)")
+                }
+            }
+        }
+
         @Test("an unknown profile is refused with the list of valid ones")
         func unknownProfile() throws {
             let result = try runCommand("raha-censor", try Self.censorBinary(), ["--queue", "1", "--profile", "nonesuch"], timeout: 20)
