@@ -51,12 +51,14 @@ final class Prober: @unchecked Sendable {
         group.wait()
         let all = reactions.values
         let results = ProbeResults(server: job.server, reactions: Array(all[..<count]), referenceReactions: Array(all[count...]))
-        for (i, probe) in job.probes.enumerated() {
-            say("raha-censor: probe \(job.server) \(probe.kind): suspect \(describe(results.reactions[i])); reference \(job.reference) \(describe(results.referenceReactions[i]))")
-        }
+        // Queued before the lines are printed: once a reader sees them, the censor takes
+        // the results before its next verdict.
         lock.lock()
         finished.append(results)
         lock.unlock()
+        for (i, probe) in job.probes.enumerated() {
+            say("raha-censor: probe \(job.server) \(probe.kind): suspect \(describe(results.reactions[i])); reference \(job.reference) \(describe(results.referenceReactions[i]))")
+        }
     }
 
     private func describe(_ reaction: ProbeComparison.Reaction) -> String {
