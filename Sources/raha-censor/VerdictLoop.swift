@@ -136,9 +136,12 @@ final class VerdictLoop: @unchecked Sendable {
         }
         takeProbeResults()
         let verdict = censor.inspect(bytes: bytes, at: ContinuousClock.now - startTime)
+        let result = nfq_set_verdict(queueHandle, id, UInt32(verdict == .accept ? NF_ACCEPT : NF_DROP), 0, nil)
+        // Probes start only once the packet that prompted them is on its way: a replay
+        // must never reach the server before the original (a replay filter would then
+        // refuse the real client).
         for job in censor.takeProbeJobs() { prober.submit(job) }
         printEvents()
-        let result = nfq_set_verdict(queueHandle, id, UInt32(verdict == .accept ? NF_ACCEPT : NF_DROP), 0, nil)
         if verdict == .reset, let packet = try? Packet(parsing: bytes) {
             for segment in packet.resetPackets { inject(segment) }
         }

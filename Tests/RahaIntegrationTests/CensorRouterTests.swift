@@ -353,19 +353,22 @@ extension RahaIntegration {
 
             // Real first payloads: a Shadowsocks request from ss-local, to each Shadowsocks server, and a browser's TLS handshake.
             let curl = try Paths.tool("curl", package: "curl")
-            func viaShadowsocks(_ port: UInt16) throws -> Bool {
+            /// Whether a fetch through ss-local and the server on `port` worked, and what curl and ss-local said.
+            func viaShadowsocks(_ port: UInt16) throws -> (fetched: Bool, detail: String) {
                 let (local, socksPort) = try Peers.ssLocal(method: method, password: password, serverPort: port, serverHost: server, namespace: network.client)
                 defer { local.stop() }
                 let result = try network.run(in: network.client, curl, ["-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:\(socksPort)", "http://\(server)/"])
-                return result.status == 0 && result.stdoutText == Nginx.indexPage
+                return (result.status == 0 && result.stdoutText == Nginx.indexPage, "curl: \(result.output)\nss-local: \(local.output)")
             }
             func viaHTTPS() throws -> Bool {
                 let result = try network.run(in: network.client, curl, ["-sS", "-k", "--noproxy", "*", "--max-time", "5",
                                                                         "--resolve", "\(trojanBridgeName):443:\(server)", "https://\(trojanBridgeName)/"])
                 return result.status == 0 && result.stdoutText.contains("<html")
             }
-            #expect(try viaShadowsocks(8388), "ss-local to ss-server failed before any judgement:\n\(censor.output)")
-            #expect(try viaShadowsocks(8389), "ss-local to raha's bridge failed before any judgement:\n\(censor.output)")
+            for port in [8388, 8389] as [UInt16] {
+                let (fetched, detail) = try viaShadowsocks(port)
+                #expect(fetched, "ss-local to the server on \(port) failed before any judgement:\n\(detail)\n\(censor.output)\nss-server: \(ssServer.output)")
+            }
             #expect(try viaHTTPS(), "a browser's fetch from the Trojan bridge's site failed before any judgement:\n\(censor.output)")
 
             var report: [String] = []
@@ -374,8 +377,8 @@ extension RahaIntegration {
             }
             print("active-probe reactions:\n" + report.joined(separator: "\n"))
             // The results are queued before their lines are printed, and the censor takes them before its next verdict.
-            #expect(try !viaShadowsocks(8388), "ss-server was not blocked:\n\(censor.output)")
-            #expect(try !viaShadowsocks(8389), "raha's Shadowsocks bridge was not blocked:\n\(censor.output)")
+            #expect(try !viaShadowsocks(8388).fetched, "ss-server was not blocked:\n\(censor.output)")
+            #expect(try !viaShadowsocks(8389).fetched, "raha's Shadowsocks bridge was not blocked:\n\(censor.output)")
             let trojanPasses = try viaHTTPS()
             let events = censor.output.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("raha-censor: event blocked") }
             print("active-probe blocks:\n" + events.joined(separator: "\n"))
