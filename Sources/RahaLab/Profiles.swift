@@ -149,8 +149,7 @@ public struct IranWhitelistCensor: Censor {
         let destinationFailed = failedServers.value(for: packet.destinationEndpoint, at: now) != nil
         let verdict: Verdict = flows.withFlow(packet, at: now, initial: .inspecting([])) { flow, direction in
             let allowedPorts = packet.transport == .udp ? udpPorts : filtered
-            let inScope = packet.transport == .udp ? udpPorts.contains(flow.server.port) : filtered.contains(flow.server.port)
-            if !inScope {
+            if !allowedPorts.contains(flow.server.port) {
                 if blockOther, flow.state != .otherDropped {
                     flow.state = .otherDropped
                     event = CensorEvent(.dropped, server: flow.server, client: flow.client,
