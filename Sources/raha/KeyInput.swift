@@ -89,7 +89,7 @@ private func keysInDocument(_ bytes: [UInt8], source: String) throws -> [String]
         throw UsageFailure("\(source): not SIP008 JSON and not text")
     }
     var keys: [String] = []
-    for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+    for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
         let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
         if line.isEmpty || line.hasPrefix("#") { continue }
         do {

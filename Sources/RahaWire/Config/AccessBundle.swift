@@ -83,9 +83,8 @@ public struct AccessBundle: Hashable, Sendable {
         guard let decoded = String(validatingUTF8Bytes: bytes) else {
             throw WireError.badKey("the bundle's keys are not UTF-8 text")
         }
-        let lines = decoded.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
-        }
+        // Split on any line break ("\r\n" is one Character, so not on "\n" alone).
+        let lines = decoded.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map(String.init)
         try self.init(members: lines, validate: validate)
     }
 
