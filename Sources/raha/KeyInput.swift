@@ -34,7 +34,7 @@ func expandAccessKeys(_ inputs: [String]) async throws -> [String] {
     var keys: [String] = []
     var seen = Set<String>()
     for (index, input) in inputs.enumerated() {
-        let what = inputs.count == 1 ? "" : "argument \(index + 1): "
+        let what = "access key \(index + 1): "
         let expanded: [String]
         do {
             expanded = try await expand(input)
