@@ -26,10 +26,13 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 "CLibCrypto",
+                "CZlib",
             ]
         ),
         // OpenSSL's libcrypto from Debian (libssl-dev): AEAD on ByteBuffer memory in place.
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // zlib from Debian (zlib1g-dev): raw DEFLATE for `raha:` bundles.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Censor detectors as pure functions (and later the namespace lab).
         .target(name: "RahaLab", dependencies: ["RahaWire"]),
         // Transports: thin SwiftNIO adapters over RahaWire.

@@ -60,6 +60,17 @@ public enum StaticSite {
         return formatter
     }()
 
+    struct NotARequest: Error {}
+
+    /// True when bytes can no longer begin a request line as nginx parses one: after
+    /// any CR and LF, the method is A-Z, "_" or "-" up to its space. nginx answers 400
+    /// as soon as another byte arrives there, instead of waiting for a line's end, and
+    /// so does this site (a prober's short garbage gets the answer nginx would give).
+    static func cannotStartARequest(_ bytes: ByteBufferView) -> Bool {
+        let method = bytes.drop { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") }.prefix { $0 != UInt8(ascii: " ") }
+        return !method.allSatisfy { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+    }
+
     /// The whole response to one request head (nil: not HTTP at all).
     static func response(to head: HTTPRequestHead?, now: Date = Date()) -> (bytes: String, keepAlive: Bool) {
         guard let head else { return (render(400, "Bad Request", body: errorPage(400, "Bad Request"), now: now, keepAlive: false), false) }
@@ -104,7 +115,11 @@ final class StaticSiteHandler: ChannelInboundHandler {
         while true {
             let head: HTTPRequestHead?
             do {
-                guard let parsed = try HTTPRequestHead.read(from: &buffer, maxHeadBytes: 16384) else { break }
+                guard let parsed = try HTTPRequestHead.read(from: &buffer, maxHeadBytes: 16384) else {
+                    // Incomplete: wait for the rest, unless it cannot become a request (see below).
+                    guard StaticSite.cannotStartARequest(buffer.readableBytesView) else { break }
+                    throw StaticSite.NotARequest()
+                }
                 head = parsed
             } catch {
                 head = nil

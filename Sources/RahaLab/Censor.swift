@@ -27,16 +27,81 @@ public protocol Censor {
     mutating func inspect(_ packet: Packet, at now: Duration) -> Verdict
     /// The verdict for bytes that did not parse as IPv4 (see `PacketError`).
     var unparsableVerdict: Verdict { get }
+    /// The decisions made since the last call, oldest first: one event per decision
+    /// (a block, a reset flow, a probe), not one per packet. Default: none.
+    mutating func takeEvents() -> [CensorEvent]
+    /// Work for an active prober made since the last call (profile `active-probe`).
+    /// Default: none.
+    mutating func takeProbeJobs() -> [ProbeJob]
+    /// The prober's findings for one job (see `ProbeJob`). Default: ignored.
+    mutating func recordProbeResults(_ results: ProbeResults, at now: Duration)
 }
 
 extension Censor {
     public var unparsableVerdict: Verdict { .drop }
+    public mutating func takeEvents() -> [CensorEvent] { [] }
+    public mutating func takeProbeJobs() -> [ProbeJob] { [] }
+    public mutating func recordProbeResults(_ results: ProbeResults, at now: Duration) {}
 
     /// Parses raw IPv4 bytes and inspects them; unparsable bytes get `unparsableVerdict`.
     /// This is the single entry point an NFQUEUE program needs.
     public mutating func inspect(bytes: [UInt8], at now: Duration) -> Verdict {
         guard let packet = try? Packet(parsing: bytes) else { return unparsableVerdict }
         return inspect(packet, at: now)
+    }
+}
+
+/// One decision of a censor, for the lab's "what was blocked, and why" table.
+public struct CensorEvent: Hashable, Sendable, CustomStringConvertible {
+    public enum Action: String, Hashable, Sendable, CaseIterable {
+        /// The server ip:port is blocked for a while (every flow, both directions).
+        case blocked
+        /// A flow was reset (RSTs injected).
+        case reset
+        /// A flow's (or a server's) packets are dropped.
+        case dropped
+        /// A flow was throttled or frozen.
+        case throttled
+        /// The server is being actively probed.
+        case probed
+    }
+
+    /// The server side of the flow decided on.
+    public var server: IPv4Endpoint
+    /// The client, when the decision concerns one flow.
+    public var client: IPv4Endpoint?
+    public var action: Action
+    /// A short reason a person can read, e.g. "port 8388 is not 53/80/443".
+    public var reason: String
+
+    public init(_ action: Action, server: IPv4Endpoint, client: IPv4Endpoint? = nil, reason: String) {
+        self.server = server
+        self.client = client
+        self.action = action
+        self.reason = reason
+    }
+
+    /// "ACTION SERVER REASON", as raha-censor prints it after "raha-censor: event ".
+    public var description: String { "\(action.rawValue) \(server) \(reason)" }
+}
+
+/// The events a censor has yet to hand out, bounded: once `capacity` are waiting, newer
+/// ones are counted in `overflow` instead of kept (raha-censor takes them after every
+/// packet, so only a censor nobody reads fills up).
+public struct CensorEventLog: Sendable {
+    public let capacity: Int
+    private var events: [CensorEvent] = []
+    public private(set) var overflow = 0
+
+    public init(capacity: Int = 4096) { self.capacity = capacity }
+
+    public mutating func append(_ event: CensorEvent) {
+        if events.count < capacity { events.append(event) } else { overflow += 1 }
+    }
+
+    public mutating func take() -> [CensorEvent] {
+        defer { events = [] }
+        return events
     }
 }
 

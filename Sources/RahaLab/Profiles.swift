@@ -40,6 +40,7 @@ public struct FullyEncryptedTrafficCensor: Censor {
     private var random: LabRandom
     private var flows: FlowTable<Bool>   // state: the first data packet has been judged
     private var blockedServers: ExpiringTable<IPv4Endpoint, Void>
+    private var events = CensorEventLog()
 
     public init(blockProbability: Double = 1.0, blockDuration: Duration = .seconds(180), seed: UInt64 = 0,
                 flowCapacity: Int = 65_536, blockCapacity: Int = 65_536) {
@@ -53,6 +54,7 @@ public struct FullyEncryptedTrafficCensor: Censor {
     public var name: String { CensorProfile.gfwFET.rawValue }
     public var unparsableVerdict: Verdict { .accept }
     public var flowCount: Int { flows.count }
+    public mutating func takeEvents() -> [CensorEvent] { events.take() }
 
     /// Whether the server ip:port is blocked at `now`.
     public func isBlocked(_ server: IPv4Endpoint, at now: Duration) -> Bool {
@@ -65,16 +67,19 @@ public struct FullyEncryptedTrafficCensor: Censor {
         // closure below captures plain values (no copy of a table).
         let sourceBlocked = isBlocked(packet.sourceEndpoint, at: now)
         let destinationBlocked = isBlocked(packet.destinationEndpoint, at: now)
-        let (server, serverBlocked, firstData) = flows.withFlow(packet, at: now, initial: false) { flow, direction in
+        let (client, server, serverBlocked, firstData) = flows.withFlow(packet, at: now, initial: false) { flow, direction in
             let blocked = direction == .clientToServer ? destinationBlocked : sourceBlocked
             let first = direction == .clientToServer && !flow.state && !packet.payloadRange.isEmpty
             if first { flow.state = true }
-            return (flow.server, blocked, first)
+            return (flow.client, flow.server, blocked, first)
         }
         if serverBlocked { return .drop }
-        if firstData, FullyEncryptedTrafficRule.isBlocked(firstPacket: Array(packet.payload)),
+        if firstData, case let payload = Array(packet.payload), FullyEncryptedTrafficRule.isBlocked(firstPacket: payload),
            blockProbability >= 1 || Double.random(in: 0..<1, using: &random) < blockProbability {
             blockedServers.set((), for: server, at: now, expires: now + blockDuration)
+            let popcount = FullyEncryptedTrafficRule.popcountPerByte(payload)
+            events.append(CensorEvent(.blocked, server: server, client: client,
+                                      reason: "first packet looks fully encrypted (popcount \(twoDecimals(popcount))/byte, no exemption)"))
         }
         return .accept
     }
@@ -100,6 +105,8 @@ public struct IranWhitelistCensor: Censor {
         case inspecting([UInt8])
         case allowed
         case failed
+        /// A port or protocol outside the filter, dropped (with `blockOtherTraffic`).
+        case otherDropped
     }
 
     public let filteredTCPPorts: Set<UInt16>
@@ -108,6 +115,7 @@ public struct IranWhitelistCensor: Censor {
     public let blockDuration: Duration
     private var flows: FlowTable<FlowState>
     private var failedServers: ExpiringTable<IPv4Endpoint, Void>
+    private var events = CensorEventLog()
 
     public init(filteredTCPPorts: Set<UInt16> = [53, 80, 443], allowedUDPPorts: Set<UInt16> = [53],
                 blockOtherTraffic: Bool = true, blockDuration: Duration = .seconds(60),
@@ -123,6 +131,7 @@ public struct IranWhitelistCensor: Censor {
     public var name: String { CensorProfile.iranWhitelist.rawValue }
     public var unparsableVerdict: Verdict { blockOtherTraffic ? .drop : .accept }
     public var flowCount: Int { flows.count }
+    public mutating func takeEvents() -> [CensorEvent] { events.take() }
 
     public mutating func inspect(_ packet: Packet, at now: Duration) -> Verdict {
         let other: Verdict = blockOtherTraffic ? .drop : .accept
@@ -133,14 +142,24 @@ public struct IranWhitelistCensor: Censor {
         if packet.isFragment { return other }
         let filtered = filteredTCPPorts
         let udpPorts = allowedUDPPorts
+        let blockOther = blockOtherTraffic
         var failure: IPv4Endpoint?
+        var event: CensorEvent?
         let sourceFailed = failedServers.value(for: packet.sourceEndpoint, at: now) != nil
         let destinationFailed = failedServers.value(for: packet.destinationEndpoint, at: now) != nil
         let verdict: Verdict = flows.withFlow(packet, at: now, initial: .inspecting([])) { flow, direction in
-            if packet.transport == .udp { return udpPorts.contains(flow.server.port) ? .accept : other }
-            guard filtered.contains(flow.server.port) else { return other }
+            let allowedPorts = packet.transport == .udp ? udpPorts : filtered
+            if !allowedPorts.contains(flow.server.port) {
+                if blockOther, flow.state != .otherDropped {
+                    flow.state = .otherDropped
+                    event = CensorEvent(.dropped, server: flow.server, client: flow.client,
+                                        reason: "\(packet.transport == .udp ? "UDP" : "TCP") port \(flow.server.port) is not \(allowedPorts.sorted().map(String.init).joined(separator: "/"))")
+                }
+                return other
+            }
+            if packet.transport == .udp { return .accept }
             switch flow.state {
-            case .allowed:
+            case .allowed, .otherDropped:
                 return .accept
             case .failed:
                 return (direction == .clientToServer ? destinationFailed : sourceFailed) ? .drop : .accept
@@ -157,6 +176,8 @@ public struct IranWhitelistCensor: Censor {
                 case .needsMore, .noMatch:
                     flow.state = .failed
                     failure = flow.server
+                    event = CensorEvent(.dropped, server: flow.server, client: flow.client,
+                                        reason: "flow's first data is not DNS/HTTP/TLS")
                     return flow.clientDataPackets == 1 ? .accept : .drop
                 }
             }
@@ -164,6 +185,7 @@ public struct IranWhitelistCensor: Censor {
         if let server = failure {
             failedServers.set((), for: server, at: now, expires: now + blockDuration)
         }
+        if let event { events.append(event) }
         return verdict
     }
 }
@@ -188,12 +210,14 @@ public struct SNIAllowlistCensor: Censor {
         case awaitingData
         case allowed
         case reset
+        case dropped
     }
 
     public let allowlist: HostAllowlist
     public let failClosed: Bool
     public let allowedUDPPorts: Set<UInt16>
     private var flows: FlowTable<FlowState>
+    private var events = CensorEventLog()
 
     public init(allowlist: HostAllowlist, failClosed: Bool = false, allowedUDPPorts: Set<UInt16> = [53], flowCapacity: Int = 65_536) {
         self.allowlist = allowlist
@@ -204,17 +228,22 @@ public struct SNIAllowlistCensor: Censor {
 
     public var name: String { CensorProfile.sniAllowlist.rawValue }
     public var flowCount: Int { flows.count }
+    public mutating func takeEvents() -> [CensorEvent] { events.take() }
 
     /// The decision for a flow's first client data packet.
     public func decision(forFirstPacket payload: some Collection<UInt8>) -> Verdict {
-        Self.decision(payload, allowlist: allowlist, failClosed: failClosed)
+        Self.decision(payload, allowlist: allowlist, failClosed: failClosed).verdict
     }
 
-    private static func decision(_ payload: some Collection<UInt8>, allowlist: HostAllowlist, failClosed: Bool) -> Verdict {
+    /// The verdict and, for a reset, why.
+    private static func decision(_ payload: some Collection<UInt8>, allowlist: HostAllowlist, failClosed: Bool) -> (verdict: Verdict, reason: String) {
         switch ClientHelloView(firstPacket: payload) {
-        case .serverName(let name): allowlist.allows(name) ? .accept : .reset
-        case .unreadable: failClosed ? .reset : .accept
-        case .noServerName, .notTLS: .reset
+        case .serverName(let name):
+            allowlist.allows(name) ? (.accept, "") : (.reset, "SNI \"\(name)\" not allowlisted")
+        case .unreadable:
+            failClosed ? (.reset, "ClientHello not readable in one packet (fail-closed)") : (.accept, "")
+        case .noServerName, .notTLS:
+            (.reset, "no SNI / not TLS")
         }
     }
 
@@ -224,23 +253,39 @@ public struct SNIAllowlistCensor: Censor {
         case .other: return .drop
         case .udp:
             let ports = allowedUDPPorts
-            return flows.withFlow(packet, at: now, initial: .allowed) { flow, _ in
-                ports.contains(flow.server.port) ? .accept : .drop
+            var event: CensorEvent?
+            let verdict: Verdict = flows.withFlow(packet, at: now, initial: .awaitingData) { flow, _ in
+                if flow.state == .awaitingData {
+                    let allowed = ports.contains(flow.server.port)
+                    flow.state = allowed ? .allowed : .dropped
+                    if !allowed {
+                        event = CensorEvent(.dropped, server: flow.server, client: flow.client,
+                                            reason: "UDP port \(flow.server.port) is not \(ports.sorted().map(String.init).joined(separator: "/"))")
+                    }
+                }
+                return flow.state == .allowed ? .accept : .drop
             }
+            if let event { events.append(event) }
+            return verdict
         case .tcp: break
         }
         let allowlist = self.allowlist, failClosed = self.failClosed
-        return flows.withFlow(packet, at: now, initial: .awaitingData) { flow, direction in
+        var event: CensorEvent?
+        let verdict: Verdict = flows.withFlow(packet, at: now, initial: .awaitingData) { flow, direction in
             switch flow.state {
             case .allowed: return .accept
             case .reset: return .reset
+            case .dropped: return .drop
             case .awaitingData:
                 guard direction == .clientToServer, !packet.payloadRange.isEmpty else { return .accept }
-                let verdict = Self.decision(packet.payload, allowlist: allowlist, failClosed: failClosed)
+                let (verdict, reason) = Self.decision(packet.payload, allowlist: allowlist, failClosed: failClosed)
                 flow.state = verdict == .accept ? .allowed : .reset
+                if verdict != .accept { event = CensorEvent(.reset, server: flow.server, client: flow.client, reason: reason) }
                 return verdict
             }
         }
+        if let event { events.append(event) }
+        return verdict
     }
 }
 
@@ -267,6 +312,7 @@ public struct ThrottleUnknownCensor: Censor {
     public let allowlist: HostAllowlist
     public let limit: Int
     private var flows: FlowTable<FlowState>
+    private var events = CensorEventLog()
 
     public init(allowlist: HostAllowlist, limit: Int = 16 * 1024, flowCapacity: Int = 65_536) {
         self.allowlist = allowlist
@@ -277,10 +323,13 @@ public struct ThrottleUnknownCensor: Censor {
     public var name: String { CensorProfile.throttleUnknown.rawValue }
     public var unparsableVerdict: Verdict { .accept }
     public var flowCount: Int { flows.count }
+    public mutating func takeEvents() -> [CensorEvent] { events.take() }
 
     public mutating func inspect(_ packet: Packet, at now: Duration) -> Verdict {
         guard packet.transport == .tcp, !packet.isFragment else { return .accept }
         let allowlist = self.allowlist, limit = self.limit
+        var event: CensorEvent?
+        defer { if let event { events.append(event) } }
         return flows.withFlow(packet, at: now, initial: .undecided) { flow, direction in
             if flow.state == .undecided, direction == .clientToServer, !packet.payloadRange.isEmpty {
                 if case .serverName(let name) = ClientHelloView(firstPacket: packet.payload), allowlist.allows(name) {
@@ -295,6 +344,8 @@ public struct ThrottleUnknownCensor: Censor {
             case .undecided, .limited:
                 if flow.serverPayloadBytes > limit {
                     flow.state = .frozen
+                    event = CensorEvent(.throttled, server: flow.server, client: flow.client,
+                                        reason: "froze after \(limit) bytes: not TLS to an allowlisted name")
                     return .drop
                 }
                 return .accept
@@ -306,19 +357,42 @@ public struct ThrottleUnknownCensor: Censor {
 /// `shutdown`: an international shutdown such as Iran's in November 2019:
 /// nothing crosses the border except traffic to or from the domestic hosts given (in
 /// the lab, the domestic resolver, which still recurses, and the domestic mail server,
-/// which still relays). Stateless.
+/// which still relays). The verdict is stateless; the only state is which dropped
+/// destinations were reported lately, so that the event for a destination ip:port
+/// (a packet's destination is taken as the server) comes once per `reportInterval`,
+/// not once per packet.
 public struct ShutdownCensor: Censor {
     public let domestic: Set<IPv4Address>
+    public let reportInterval: Duration
+    private var reported: ExpiringTable<IPv4Endpoint, Void>
+    private var events = CensorEventLog()
 
-    public init(domestic: Set<IPv4Address>) {
+    public init(domestic: Set<IPv4Address>, reportInterval: Duration = .seconds(60), reportCapacity: Int = 4096) {
         self.domestic = domestic
+        self.reportInterval = reportInterval
+        reported = ExpiringTable(capacity: reportCapacity)
     }
 
     public var name: String { CensorProfile.shutdown.rawValue }
+    public mutating func takeEvents() -> [CensorEvent] { events.take() }
 
     public mutating func inspect(_ packet: Packet, at now: Duration) -> Verdict {
-        domestic.contains(packet.source) || domestic.contains(packet.destination) ? .accept : .drop
+        if domestic.contains(packet.source) || domestic.contains(packet.destination) { return .accept }
+        let destination = packet.destinationEndpoint
+        if reported.value(for: destination, at: now) == nil {
+            reported.set((), for: destination, at: now, expires: now + reportInterval)
+            events.append(CensorEvent(.dropped, server: destination, client: packet.sourceEndpoint,
+                                      reason: "international traffic during shutdown"))
+        }
+        return .drop
     }
+}
+
+/// `x` rounded to two decimals, e.g. "4.02" (RahaLab has no Foundation formatter).
+func twoDecimals(_ x: Double) -> String {
+    let hundredths = Int((x * 100).rounded())
+    let fraction = abs(hundredths % 100)
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
 }
 
 /// Parameters the profiles need from the lab.
@@ -333,14 +407,25 @@ public struct CensorConfiguration: Sendable {
     public var seed: UInt64
     /// `sni-allowlist`: reset flows whose server name cannot be read from one packet.
     public var failClosed: Bool
+    /// `active-probe`: the plain web server suspects are compared with.
+    public var probeReference: IPv4Endpoint?
+    /// `active-probe`: the HTTPS server suspects on port 443 are compared with.
+    public var probeReferenceTLS: IPv4Endpoint?
+    /// `active-probe`: how long a server that reacts unlike a web server is blocked.
+    public var probeBlockDuration: Duration
 
     public init(allowedServerNames: [String] = [], domesticAddresses: Set<IPv4Address> = [],
-                blockProbability: Double = 1.0, seed: UInt64 = 0, failClosed: Bool = false) {
+                blockProbability: Double = 1.0, seed: UInt64 = 0, failClosed: Bool = false,
+                probeReference: IPv4Endpoint? = nil, probeReferenceTLS: IPv4Endpoint? = nil,
+                probeBlockDuration: Duration = .seconds(600)) {
         self.allowedServerNames = allowedServerNames
         self.domesticAddresses = domesticAddresses
         self.blockProbability = blockProbability
         self.seed = seed
         self.failClosed = failClosed
+        self.probeReference = probeReference
+        self.probeReferenceTLS = probeReferenceTLS
+        self.probeBlockDuration = probeBlockDuration
     }
 }
 
@@ -360,6 +445,7 @@ public enum CensorProfile: String, CaseIterable, Hashable, Sendable {
     case sniAllowlist = "sni-allowlist"
     case throttleUnknown = "throttle-unknown"
     case shutdown
+    case activeProbe = "active-probe"
 
     /// Parses a profile name (case-insensitive, surrounding spaces ignored).
     public init(name: String) throws {
@@ -383,6 +469,12 @@ public enum CensorProfile: String, CaseIterable, Hashable, Sendable {
             ThrottleUnknownCensor(allowlist: HostAllowlist(configuration.allowedServerNames))
         case .shutdown:
             ShutdownCensor(domestic: configuration.domesticAddresses)
+        case .activeProbe:
+            // Without a reference (as in the name tests) there is no web server to compare
+            // with: 0.0.0.0:80 refuses every probe, so every suspect differs.
+            ActiveProbeCensor(reference: configuration.probeReference ?? IPv4Endpoint(IPv4Address(0), 80),
+                              referenceTLS: configuration.probeReferenceTLS,
+                              blockDuration: configuration.probeBlockDuration, seed: configuration.seed)
         }
     }
 }

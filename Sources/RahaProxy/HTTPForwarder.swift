@@ -163,7 +163,7 @@ final class HTTPForwardHandler: ChannelInboundHandler, RemovableChannelHandler {
             switch result {
             case .failure(let error):
                 handler.logger.debug("could not open a stream", metadata: ["via": "\(handler.dialer.label)", "error": "\(privacySafeReason(error))"])
-                handler.failWith(context, HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: "the proxy could not open a stream to the destination"))
+                handler.failWith(context, httpDialFailureResponse(error))
             case .success(let stream):
                 handler.upstream = stream
                 handler.waiting = nil

@@ -174,7 +174,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
                 connect(context: context, target: target) { result in
                     switch result {
                     case .success: return HTTPProxy.connectionEstablished
-                    case .failure: return HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: "the proxy could not open a stream to the destination")
+                    case .failure(let error): return httpDialFailureResponse(error)
                     }
                 }
             case .forward(let rewritten, let origin):
@@ -232,6 +232,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     static func socksReply(for error: Error) -> SOCKS5Reply {
+        if error is RouteBlocked { return .connectionNotAllowed }
         if let error = error as? IOError {
             switch error.errnoCode {
             case ECONNREFUSED: return .connectionRefused

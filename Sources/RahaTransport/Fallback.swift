@@ -1,4 +1,5 @@
 import NIOCore
+import RahaWire
 
 /// Opens a connection to the bridge's fallback web site, on the event loop given
 /// (the codec joins it to the client channel on that loop).
@@ -39,48 +40,100 @@ extension GlueHandler {
     }
 }
 
-/// Sits before the bridge's TLS handler and looks at the first byte: a TLS
-/// handshake record (0x16) goes on to TLS untouched, anything else (plain
-/// HTTP sent to the TLS port, a scanner's garbage) is spliced byte for byte
-/// to the fallback site like every other stranger, instead of getting a TLS
-/// alert that no ordinary web site would send to it.
+/// Sits before the bridge's TLS handler and does with a connection's first bytes what
+/// an ordinary HTTPS server (nginx with OpenSSL) does, `TLSPortFirstBytes`: a TLS
+/// handshake goes on to TLS untouched; plain bytes (HTTP sent to the TLS port, a
+/// scanner's garbage) are spliced byte for byte to the fallback site like every other
+/// stranger; bytes that such a server would give to OpenSSL and OpenSSL would refuse
+/// are refused the same way, closed without a word, or read to the announced length
+/// first. So a prober sees what it would see from an nginx HTTPS server, not a TLS alert
+/// no web site sends, nor a web page where nginx says nothing.
 public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
 
+    private enum State {
+        case sniffing
+        case fallingBack
+        /// Reading and discarding this many more bytes before closing.
+        case swallowing(Int)
+        case closed
+    }
+
     private let fallback: FallbackDialer
     private var buffered = ByteBuffer()
     private var inputClosed = false
-    private var fallingBack = false
+    private var state = State.sniffing
 
     public init(fallback: @escaping FallbackDialer) { self.fallback = fallback }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        if fallingBack {
+        switch state {
+        case .fallingBack:
             buffered.writeBuffer(&bytes)
             return
-        }
-        guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return }
-        if first == 0x16 {
-            context.fireChannelRead(data)
-            context.pipeline.syncOperations.removeHandler(self, promise: nil)
-        } else {
+        case .swallowing(let remaining):
+            swallow(remaining - bytes.readableBytes, context: context)
+            return
+        case .closed:
+            return
+        case .sniffing:
             buffered.writeBuffer(&bytes)
+        }
+        switch TLSPortFirstBytes(buffered.readableBytesView) {
+        case .needMore:
+            return
+        case .tls:
+            let all = buffered
+            buffered = ByteBuffer()
+            context.fireChannelRead(wrapInboundOut(all))
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        case .http:
             fallBack(context: context)
+        case .closeSilently:
+            close(context: context)
+        case .swallowThenClose(let total):
+            let remaining = total - buffered.readableBytes
+            buffered = ByteBuffer()
+            swallow(remaining, context: context)
         }
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, case .inputClosed = event, fallingBack {
-            inputClosed = true
-            return
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            switch state {
+            case .fallingBack:
+                inputClosed = true
+                return
+            case .sniffing, .swallowing:
+                // The client is done before a decision (or before its announced length):
+                // a server has nothing to answer.
+                close(context: context)
+                return
+            case .closed:
+                return
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    private func swallow(_ remaining: Int, context: ChannelHandlerContext) {
+        if remaining <= 0 {
+            close(context: context)
+        } else {
+            state = .swallowing(remaining)
+        }
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        state = .closed
+        buffered = ByteBuffer()
+        context.close(promise: nil)
+    }
+
     private func fallBack(context: ChannelHandlerContext) {
-        fallingBack = true
+        state = .fallingBack
         GlueHandler.spliceToFallback(replacing: self, at: context, dialer: fallback) { [self] in
             defer { buffered = ByteBuffer() }
             return (buffered, inputClosed)

@@ -10,7 +10,10 @@ import Glibc
 /// verdict drops the packet and sends `Packet.resetPackets` through a raw IPv4 socket.
 ///
 /// The censor is touched only by the loop thread; the counters are read by others
-/// under a lock.
+/// under a lock. The censor's events are printed as they are made, one line each
+/// ("raha-censor: event ACTION SERVER REASON"); its probe jobs go to the `Prober`, whose
+/// results the loop hands back to the censor before each verdict, and at least every
+/// `resultPollInterval` when no packets come.
 final class VerdictLoop: @unchecked Sendable {
     struct Counts {
         var accepted = 0
@@ -20,6 +23,8 @@ final class VerdictLoop: @unchecked Sendable {
 
     let queueNumber: UInt16
     private var censor: any Censor
+    private let prober: Prober
+    private let resultPollInterval: Int32 = 200   // milliseconds
     private let startTime = ContinuousClock.now
     private let handle: OpaquePointer
     private var queueHandle: OpaquePointer?
@@ -30,9 +35,10 @@ final class VerdictLoop: @unchecked Sendable {
     private var _failure: String?
 
     /// Opens the queue (full packets copied to userspace) and a raw socket for resets.
-    init(queue: UInt16, censor: any Censor) throws {
+    init(queue: UInt16, censor: any Censor, prober: Prober = Prober()) throws {
         queueNumber = queue
         self.censor = censor
+        self.prober = prober
         guard let handle = nfq_open() else {
             throw CensorError("cannot open a netfilter queue handle: \(String(cString: strerror(errno))) (is the nfnetlink_queue module available?)")
         }
@@ -99,6 +105,10 @@ final class VerdictLoop: @unchecked Sendable {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }
         while true {
+            var poller = pollfd(fd: netlinkDescriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, resultPollInterval)
+            takeProbeResults()
+            if ready == 0 || (ready < 0 && errno == EINTR) { continue }
             let n = recv(netlinkDescriptor, buffer, size, 0)
             if n < 0 {
                 // ENOBUFS: the kernel had to drop queued packets (they are lost, not stuck).
@@ -124,8 +134,14 @@ final class VerdictLoop: @unchecked Sendable {
         } else {
             []
         }
+        takeProbeResults()
         let verdict = censor.inspect(bytes: bytes, at: ContinuousClock.now - startTime)
         let result = nfq_set_verdict(queueHandle, id, UInt32(verdict == .accept ? NF_ACCEPT : NF_DROP), 0, nil)
+        // Probes start only once the packet that prompted them is on its way: a replay
+        // must never reach the server before the original (a replay filter would then
+        // refuse the real client).
+        for job in censor.takeProbeJobs() { prober.submit(job) }
+        printEvents()
         if verdict == .reset, let packet = try? Packet(parsing: bytes) {
             for segment in packet.resetPackets { inject(segment) }
         }
@@ -137,6 +153,19 @@ final class VerdictLoop: @unchecked Sendable {
         }
         lock.unlock()
         return result
+    }
+
+    /// Hands the prober's finished results to the censor.
+    private func takeProbeResults() {
+        let results = prober.takeResults()
+        guard !results.isEmpty else { return }
+        let now = ContinuousClock.now - startTime
+        for result in results { censor.recordProbeResults(result, at: now) }
+        printEvents()
+    }
+
+    private func printEvents() {
+        for event in censor.takeEvents() { say("raha-censor: event \(event)") }
     }
 
     /// Sends a complete IPv4 packet (header included) to its destination address.

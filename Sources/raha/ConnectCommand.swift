@@ -18,13 +18,18 @@ struct ConnectCommand: AsyncParsableCommand {
         Examples:
           raha connect 'ss://…'
           raha connect 'trojan://…' 'ss://…' --listen 127.0.0.1:1080
+          raha connect 'raha:1.…' --rules iran
+          raha connect https://example.org/servers.json
           curl --socks5-hostname 127.0.0.1:1080 https://example.org/
           curl --proxy http://127.0.0.1:1080 https://example.org/
         """
     )
 
-    @Argument(help: "Access keys (ss://… or trojan://…).")
+    @Argument(help: "Access keys (ss://… or trojan://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
     var keys: [String]
+
+    @Option(help: "Split routing: a rules file (lines of `direct|proxy|block PATTERN`) or a built-in set (\(RoutingRules.builtIn.keys.sorted().joined(separator: ", "))).")
+    var rules: String?
 
     @Option(help: "Where the local proxy listens, HOST:PORT.")
     var listen = "127.0.0.1:1080"
@@ -50,6 +55,8 @@ struct ConnectCommand: AsyncParsableCommand {
     func run() async throws {
         raiseDescriptorLimit()
         var dialers: [StreamDialer] = []
+        let keys = try await expandAccessKeys(self.keys)
+        let rules = try loadRoutingRules(self.rules)
         for (index, text) in keys.enumerated() {
             do {
                 dialers.append(try makeDialer(text))
@@ -63,14 +70,15 @@ struct ConnectCommand: AsyncParsableCommand {
         if let user, let password { credentials = ProxyCredentials(username: user, password: password) }
         let logger = logging.makeLogger(label: "raha.connect")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
-        let dialer = try smart.makeDialer(keys: keys, dialers: dialers, eventLoop: group.next(), logger: logger)
+        let tunnel = try smart.makeDialer(keys: keys, dialers: dialers, eventLoop: group.next(), logger: logger)
         let front = ProxyFront(configuration: .init(listen: listenAt, credentials: credentials),
-                               dialer: dialer, group: group, logger: logger)
+                               dialer: rules.map { RoutingDialer(rules: $0, tunnel: tunnel, logger: logger) } ?? tunnel,
+                               group: group, logger: logger)
         do { try await front.start() } catch { throw UsageFailure("cannot listen on \(listen): \(error)") }
         let bound = front.localAddress.map { "\($0.ipAddress ?? listenAt.hostText):\($0.port ?? 0)" } ?? listen
         print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")
         fflush(stdout)
-        print(try await dialer.start().get().line)
+        print(try await tunnel.start().get().line)
         fflush(stdout)
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
@@ -78,11 +86,8 @@ struct ConnectCommand: AsyncParsableCommand {
 
 /// The dialer for one access key, by its scheme.
 func makeDialer(_ text: String) throws -> StreamDialer {
-    let scheme = text.drop(while: { $0 == " " }).prefix(while: { $0 != ":" }).lowercased()
-    switch scheme {
-    case "ss": return try ShadowsocksDialer(key: ShadowsocksKey(parsing: text))
-    case "trojan": return try TrojanDialer(key: TrojanKey(parsing: text))
-    default:
-        throw UsageFailure("not an access key Raha knows: expected ss://… or trojan://…")
+    switch try AccessKey(text) {
+    case .shadowsocks(let key): return try ShadowsocksDialer(key: key)
+    case .trojan(let key): return try TrojanDialer(key: key)
     }
 }

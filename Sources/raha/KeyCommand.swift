@@ -6,7 +6,7 @@ struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
         abstract: "Make and inspect access keys.",
-        subcommands: [New.self]
+        subcommands: [New.self, Bundle.self, Show.self]
     )
 
     struct New: ParsableCommand {
@@ -71,6 +71,70 @@ struct KeyCommand: ParsableCommand {
             printAccessKey(key.uri, qr: !noQR)
         }
     }
+
+    struct Bundle: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put several access keys into one raha: bundle (one paste, one QR code).",
+            discussion: """
+            Each input is an access key, a bundle, a file of keys or SIP008 JSON, or an \
+            https:// URL of one, as for `raha connect`. Give the bundle to `raha connect`.
+            Example:
+              raha key bundle 'ss://…' 'trojan://…' --qr
+            """
+        )
+
+        @Argument(help: "Access keys, bundles, files or URLs.")
+        var inputs: [String]
+
+        @Flag(help: "Also print a QR code for the terminal.")
+        var qr = false
+
+        func run() async throws {
+            let keys = try await expandAccessKeys(inputs)
+            let bundle: AccessBundle
+            do { bundle = try AccessBundle(members: keys) } catch { throw UsageFailure("\(error)") }
+            printAccessKey(bundle.uri, qr: qr)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the access keys in keys, bundles, files or URLs, passwords hidden."
+        )
+
+        @Argument(help: "Access keys, bundles, files or URLs.")
+        var inputs: [String]
+
+        func run() async throws {
+            for (index, key) in try await expandAccessKeys(inputs).enumerated() {
+                print("\(index + 1). \(describeAccessKey(try AccessKey(key)))")
+            }
+        }
+    }
+}
+
+/// One line about a key for people: scheme, server and transport details, never the password.
+func describeAccessKey(_ key: AccessKey) -> String {
+    var parts: [String]
+    switch key {
+    case .shadowsocks(let key):
+        parts = ["ss", key.server.description, key.method.rawValue, "password hidden"]
+        if !key.prefix.isEmpty { parts.append("prefix \(key.prefix.count) bytes") }
+        if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
+    case .trojan(let key):
+        parts = ["trojan", key.server.description, key.tls ? "tls" : "no tls"]
+        if case .webSocket(let path, let host) = key.transport {
+            parts.append("websocket path \(String(repeating: "•", count: min(8, max(1, path.count - 1))))" + (host.map { " host \($0)" } ?? ""))
+        }
+        if let sni = key.serverName { parts.append("sni \(sni)") }
+        if key.pinnedCertificateSHA256 != nil { parts.append("pinned certificate") }
+        if key.allowInsecure { parts.append("certificate not checked") }
+        if let fragment = key.fragment { parts.append("fragment \(fragment.lowerBound)-\(fragment.upperBound)") }
+        if key.mux { parts.append("mux") }
+        parts.append("password hidden")
+        if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
+    }
+    return parts.joined(separator: ", ")
 }
 
 func printAccessKey(_ uri: String, qr: Bool) {

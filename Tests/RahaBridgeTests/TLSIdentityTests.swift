@@ -81,4 +81,14 @@ import RahaWire
         let garbage = StaticSite.response(to: nil)
         #expect(garbage.bytes.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && !garbage.keepAlive)
     }
+
+    @Test func anIncompleteLineIsRefusedOnceItCannotBeARequestAsNginxDoes() {
+        func refused(_ bytes: [UInt8]) -> Bool { StaticSite.cannotStartARequest(ByteBuffer(bytes: bytes).readableBytesView) }
+        for prefix in ["", "G", "GET", "GET ", "GET /ind", "\r\nPOST / HTTP/1.1\r\nHo", "M-SEARCH", "_X"] {
+            #expect(!refused(Array(prefix.utf8)), "\(prefix.debugDescription) may still become a request")
+        }
+        for garbage: [UInt8] in [[0x00], [0x47, 0x65], Array("get /".utf8), [0x41, 0x7f, 0x20], Array("GE\tT".utf8), [0x0d, 0x0a, 0x31]] {
+            #expect(refused(garbage), "\(garbage) cannot start a request")
+        }
+    }
 }

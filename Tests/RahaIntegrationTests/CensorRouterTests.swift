@@ -175,9 +175,9 @@ extension RahaIntegration {
         }
 
         /// Starts raha-censor in the router namespace and waits for its ready line.
-        private func startCensor(_ network: CensorRouterNetwork, _ profile: String) throws -> ManagedProcess {
+        private func startCensor(_ network: CensorRouterNetwork, _ profile: String, _ options: [String] = []) throws -> ManagedProcess {
             let censor = try network.start("raha-censor", in: network.router, try Self.censorBinary(),
-                                           ["--queue", "\(CensorRouterNetwork.queue)", "--profile", profile])
+                                           ["--queue", "\(CensorRouterNetwork.queue)", "--profile", profile] + options)
             try censor.waitForLine(startingWith: "raha-censor: queue \(CensorRouterNetwork.queue), profile \(profile)")
             return censor
         }
@@ -324,11 +324,10 @@ extension RahaIntegration {
                 defer { network.remove() }
                 let web = try startWebServer(network, port: 8080, directory: root)
                 defer { web.stop() }
-                let listener = "ss://chacha20-ietf-poly1305:\(randomPassword())@\(CensorRouterNetwork.serverAddress):8388"
-                let bridge = try network.start("raha bridge", in: network.server, try Paths.rahaBinary(),
-                                               ["bridge", listener, "--allow-private", "--no-qr"])
+                let (bridge, keys) = try Peers.bridge([ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: 8388,
+                                                             host: CensorRouterNetwork.serverAddress)], namespace: network.server)
                 defer { bridge.stop() }
-                let key = try bridge.waitForLine(startingWith: "ss://")
+                let key = try #require(keys.first)
                 let censor = try startCensor(network, profile)
                 defer { censor.stop() }
                 let connect = try network.start("raha connect", in: network.client, try Paths.rahaBinary(),
@@ -343,6 +342,78 @@ extension RahaIntegration {
                     #expect(line.contains("timed out after 2 s") && line.contains("Only message channels remain on this network"), "\(line)")
                 }
             }
+        }
+
+        /// The censor's lines about `server`'s probes (one per probe: 4 replays, 7 short random
+        /// probes and one of 221 bytes, the last printed last), once all are printed.
+        private func probeLines(_ censor: ManagedProcess, server: String, count: Int) throws -> [String] {
+            let prefix = "raha-censor: probe \(server) "
+            try censor.waitForLine(timeout: 60, description: "the last probe line for \(server)") {
+                $0.hasPrefix(prefix + "random 221 bytes:")
+            }
+            let lines = censor.output.split(whereSeparator: \.isNewline).map(String.init).filter { $0.hasPrefix(prefix) }
+            #expect(lines.count == count, "\(lines)")
+            return lines
+        }
+
+        @Test("active-probe: ss-server and raha's Shadowsocks bridge are blocked (they never answer like a web server); raha's Trojan bridge on 443 reacts like nginx HTTPS and is not")
+        func activeProbe() throws {
+            let network = try CensorRouterNetwork("probe")
+            defer { network.remove() }
+            let running = Processes()
+            defer { running.stopAll() }
+            let server = CensorRouterNetwork.serverAddress
+            let certificate = try TestCertificate.make(for: trojanBridgeName)
+            let plainSite = try Nginx.website(host: server, port: 80, namespace: network.server)
+            running.add(plainSite.process)
+            let httpsSite = try Nginx.httpsWebsite(certificate: certificate, host: server, port: 4443, namespace: network.server)
+            running.add(httpsSite.process)
+            let method = "chacha20-ietf-poly1305", password = randomPassword()
+            let (ssServer, _) = try Peers.ssServer(method: method, password: password, host: server, port: 8388, namespace: network.server)
+            running.add(ssServer)
+            let (ssBridge, _) = try Peers.bridge([ssURI(method: method, password: password, port: 8389, host: server)], namespace: network.server)
+            running.add(ssBridge)
+            let (trojan, _) = try Peers.trojanBridge([trojanURI(password: randomPassword(), port: 443, [("security", "tls"), ("sni", trojanBridgeName)], host: server)],
+                                                     certificate: certificate, namespace: network.server)
+            running.add(trojan)
+            let censor = try startCensor(network, "active-probe", ["--reference", "\(server):80", "--reference-tls", "\(server):4443"])
+            running.add(censor)
+
+            // Real first payloads: a Shadowsocks request from ss-local, to each Shadowsocks server, and a browser's TLS handshake.
+            let curl = try Paths.tool("curl", package: "curl")
+            /// Whether a fetch through ss-local and the server on `port` worked, and what curl and ss-local said.
+            func viaShadowsocks(_ port: UInt16) throws -> (fetched: Bool, detail: String) {
+                let (local, socksPort) = try Peers.ssLocal(method: method, password: password, serverPort: port, serverHost: server, namespace: network.client)
+                defer { local.stop() }
+                let result = try network.run(in: network.client, curl, ["-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:\(socksPort)", "http://\(server)/"])
+                return (result.status == 0 && result.stdoutText == Nginx.indexPage, "curl: \(result.output)\nss-local: \(local.output)")
+            }
+            func viaHTTPS() throws -> Bool {
+                let result = try network.run(in: network.client, curl, ["-sS", "-k", "--noproxy", "*", "--max-time", "5",
+                                                                        "--resolve", "\(trojanBridgeName):443:\(server)", "https://\(trojanBridgeName)/"])
+                return result.status == 0 && result.stdoutText.contains("<html")
+            }
+            for port in [8388, 8389] as [UInt16] {
+                let (fetched, detail) = try viaShadowsocks(port)
+                #expect(fetched, "ss-local to the server on \(port) failed before any judgement:\n\(detail)\n\(censor.output)\nss-server: \(ssServer.output)")
+            }
+            #expect(try viaHTTPS(), "a browser's fetch from the Trojan bridge's site failed before any judgement:\n\(censor.output)")
+
+            var report: [String] = []
+            for port in [8388, 8389, 443] {
+                report += try probeLines(censor, server: "\(server):\(port)", count: 12)
+            }
+            print("active-probe reactions:\n" + report.joined(separator: "\n"))
+            // The results are queued before their lines are printed, and the censor takes them before its next verdict.
+            #expect(try !viaShadowsocks(8388).fetched, "ss-server was not blocked:\n\(censor.output)")
+            #expect(try !viaShadowsocks(8389).fetched, "raha's Shadowsocks bridge was not blocked:\n\(censor.output)")
+            let trojanPasses = try viaHTTPS()
+            let events = censor.output.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("raha-censor: event blocked") }
+            print("active-probe blocks:\n" + events.joined(separator: "\n"))
+            #expect(events.contains { $0.hasPrefix("raha-censor: event blocked \(server):8388 active probe: reactions differ") })
+            #expect(events.contains { $0.hasPrefix("raha-censor: event blocked \(server):8389 active probe: reactions differ") })
+            #expect(trojanPasses && !events.contains { $0.contains(" \(server):443 ") },
+                    "raha's Trojan bridge reacted unlike nginx HTTPS:\n\(censor.output)")
         }
 
         @Test("an unknown profile is refused with the list of valid ones")

@@ -18,7 +18,7 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
             #expect(censor.name == profile.rawValue)
         }
         #expect(try CensorProfile(name: " GFW-FET ") == .gfwFET)
-        #expect(CensorProfile.allCases.map(\.rawValue) == ["open", "gfw-fet", "iran-whitelist", "sni-allowlist", "throttle-unknown", "shutdown"])
+        #expect(CensorProfile.allCases.map(\.rawValue) == ["open", "gfw-fet", "iran-whitelist", "sni-allowlist", "throttle-unknown", "shutdown", "active-probe"])
     }
 
     @Test func unknownNamesListTheValidOnes() {

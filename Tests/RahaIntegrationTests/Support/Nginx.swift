@@ -42,14 +42,33 @@ final class Nginx: @unchecked Sendable {
         (try? String(contentsOf: prefix.appendingPathComponent("error.log"), encoding: .utf8)) ?? ""
     }
 
-    /// A plain HTTP web site on 127.0.0.1 (a free port): `indexPage` at `/`
-    /// (and `/index.html`), nginx's own 404 page for every other path, and
-    /// nginx's own 400 page for anything that is not HTTP.
-    static func website() throws -> Nginx {
-        try start("nginx (web site)", page: indexPage) { prefix, port in
+    /// A plain HTTP web site on 127.0.0.1 (a free port), or on `host:port` in a
+    /// network namespace: `indexPage` at `/` (and `/index.html`), nginx's own 404
+    /// page for every other path, and nginx's own 400 page for anything that is not HTTP.
+    static func website(host: String = "127.0.0.1", port: UInt16? = nil, namespace: String? = nil) throws -> Nginx {
+        try start("nginx (web site)", page: indexPage, port: port, namespace: namespace) { prefix, port in
             """
             server {
-                listen 127.0.0.1:\(port);
+                listen \(host):\(port);
+                root \(prefix)/html;
+                index index.html;
+                location / { try_files $uri $uri/ =404; }
+            }
+            """
+        }
+    }
+
+    /// The same site over HTTPS with `certificate`: an ordinary nginx HTTPS server,
+    /// as a censor's reference for what a web server on a TLS port does.
+    static func httpsWebsite(certificate: TestCertificate, host: String = "127.0.0.1", port: UInt16? = nil,
+                             namespace: String? = nil) throws -> Nginx {
+        try start("nginx (HTTPS web site)", page: indexPage, port: port, namespace: namespace) { prefix, port in
+            """
+            server {
+                listen \(host):\(port) ssl;
+                server_name \(certificate.name);
+                ssl_certificate \(certificate.certificateFile);
+                ssl_certificate_key \(certificate.keyFile);
                 root \(prefix)/html;
                 index index.html;
                 location / { try_files $uri $uri/ =404; }
@@ -64,7 +83,7 @@ final class Nginx: @unchecked Sendable {
     /// is a small static site (`frontPage` at `/`). No `http2` on the
     /// listener, so it speaks HTTP/1.1 whatever ALPN the client offers.
     static func cdnFront(certificate: TestCertificate, path: String, backendPort: UInt16) throws -> Nginx {
-        try start("nginx (CDN front)", page: frontPage) { prefix, port in
+        try start("nginx (CDN front)", page: frontPage, port: nil, namespace: nil) { prefix, port in
             """
             server {
                 listen 127.0.0.1:\(port) ssl;
@@ -88,9 +107,12 @@ final class Nginx: @unchecked Sendable {
     }
 
     /// Makes the prefix (html/index.html, tmp/), writes nginx.conf around
-    /// `server(prefix, port)`, checks it with `nginx -t`, starts nginx and
-    /// waits until the port accepts.
-    private static func start(_ name: String, page: String, server: (String, UInt16) -> String) throws -> Nginx {
+    /// `server(prefix, port)`, checks it with `nginx -t`, starts nginx (in
+    /// `namespace` if given) and waits until it listens: until the port accepts
+    /// on loopback, or, in a namespace, until nginx has written its pid file,
+    /// which it does only after opening its listening sockets.
+    private static func start(_ name: String, page: String, port: UInt16?, namespace: String?,
+                              server: (String, UInt16) -> String) throws -> Nginx {
         let nginx = try Paths.tool("nginx", package: "nginx")
         let prefix = try Paths.temporaryDirectory("nginx")
         ProcessRegistry.shared.removeAtExit(prefix.path)
@@ -98,7 +120,7 @@ final class Nginx: @unchecked Sendable {
         try FileManager.default.createDirectory(at: html, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: prefix.appendingPathComponent("tmp"), withIntermediateDirectories: true)
         try Data(page.utf8).write(to: html.appendingPathComponent("index.html"))
-        let port = try Ports.free()
+        let port = try port ?? Ports.free()
         let p = prefix.path
         let config = """
             daemon off;
@@ -124,12 +146,26 @@ final class Nginx: @unchecked Sendable {
         let file = prefix.appendingPathComponent("nginx.conf")
         try Data(config.utf8).write(to: file)
         let arguments = ["-c", file.path, "-p", p + "/", "-e", "stderr"]
-        let check = try runCommand("nginx -t", nginx, ["-t"] + arguments)
+        // `nginx -t` binds the listening address too, so it runs where nginx will.
+        let (checker, checkArguments) = try Paths.command(nginx, ["-t"] + arguments, in: namespace)
+        let check = try runCommand("nginx -t", checker, checkArguments)
         guard check.status == 0 else {
             throw TestFailure("nginx -t rejects the test config (status \(check.status)):\n\(check.output)\nConfig:\n\(config)")
         }
-        let process = try ManagedProcess(name, nginx, arguments)
-        try Ports.waitUntilAccepting(port, process: process)
+        let (executable, fullArguments) = try Paths.command(nginx, arguments, in: namespace)
+        let process = try ManagedProcess(name, executable, fullArguments)
+        if namespace == nil {
+            try Ports.waitUntilAccepting(port, process: process)
+        } else {
+            let pidFile = prefix.appendingPathComponent("nginx.pid").path
+            let deadline = Date().addingTimeInterval(ManagedProcess.hangGuard)
+            while !FileManager.default.fileExists(atPath: pidFile) {
+                guard Date() < deadline, process.isRunning else {
+                    throw TestFailure("nginx did not start listening in \(namespace!):\n\(process.output)")
+                }
+                usleep(20_000)
+            }
+        }
         return Nginx(process: process, port: port, prefix: prefix)
     }
 }

@@ -28,6 +28,13 @@ enum Paths {
     /// The absolute path of a tool on PATH (then in /usr/sbin and /sbin, where
     /// Debian puts daemons such as nginx, should PATH lack them), or a clear
     /// failure naming the Debian package.
+    /// `executable arguments` as they are, or, given a network namespace,
+    /// `ip netns exec NAMESPACE executable arguments`.
+    static func command(_ executable: String, _ arguments: [String], in namespace: String?) throws -> (String, [String]) {
+        guard let namespace else { return (executable, arguments) }
+        return (try tool("ip", package: "iproute2"), ["netns", "exec", namespace, executable] + arguments)
+    }
+
     static func tool(_ name: String, package: String) throws -> String {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") + ":/usr/sbin:/sbin"
         for dir in path.split(separator: ":") {

@@ -14,19 +14,19 @@ func randomPSK(bytes: Int) -> String {
     Data((0..<bytes).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
 }
 
-/// `ss://METHOD:PASSWORD@127.0.0.1:PORT`, the password percent-encoded.
-func ssURI(method: String, password: String, port: UInt16) -> String {
+/// `ss://METHOD:PASSWORD@HOST:PORT` (HOST 127.0.0.1 by default), the password percent-encoded.
+func ssURI(method: String, password: String, port: UInt16, host: String = "127.0.0.1") -> String {
     let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
-    return "ss://\(method):\(password.addingPercentEncoding(withAllowedCharacters: unreserved)!)@127.0.0.1:\(port)"
+    return "ss://\(method):\(password.addingPercentEncoding(withAllowedCharacters: unreserved)!)@\(host):\(port)"
 }
 
-/// `trojan://PASSWORD@127.0.0.1:PORT?NAME=VALUE&…`, the password and values percent-encoded,
-/// parameters in the order given (e.g. `[("security", "tls"), ("sni", "bridge.raha.test")]`).
-func trojanURI(password: String, port: UInt16, _ parameters: [(String, String)]) -> String {
+/// `trojan://PASSWORD@HOST:PORT?NAME=VALUE&…` (HOST 127.0.0.1 by default), the password and
+/// values percent-encoded, parameters in the order given (e.g. `[("security", "tls"), ("sni", "bridge.raha.test")]`).
+func trojanURI(password: String, port: UInt16, _ parameters: [(String, String)], host: String = "127.0.0.1") -> String {
     // Unreserved characters, plus / (paths) and : (pins with colons) which a query may hold as they are.
     let plain = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
     let query = parameters.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: plain.union(CharacterSet(charactersIn: "/:")))!)" }
-    return "trojan://\(password.addingPercentEncoding(withAllowedCharacters: plain)!)@127.0.0.1:\(port)"
+    return "trojan://\(password.addingPercentEncoding(withAllowedCharacters: plain)!)@\(host):\(port)"
         + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
 }
 
@@ -39,9 +39,11 @@ enum Peers {
 
     /// `raha bridge URI... [extra]`; returns the process and the access keys
     /// it printed (one per listener: lines starting with ss:// or trojan://).
-    static func bridge(_ listeners: [String], allowPrivate: Bool = true, extra: [String] = []) throws -> (ManagedProcess, [String]) {
+    static func bridge(_ listeners: [String], allowPrivate: Bool = true, extra: [String] = [],
+                       namespace: String? = nil) throws -> (ManagedProcess, [String]) {
         let arguments = ["bridge"] + listeners + (allowPrivate ? ["--allow-private"] : []) + ["--no-qr"] + extra
-        let process = try ManagedProcess("raha bridge", try Paths.rahaBinary(), arguments)
+        let (executable, fullArguments) = try Paths.command(try Paths.rahaBinary(), arguments, in: namespace)
+        let process = try ManagedProcess("raha bridge", executable, fullArguments)
         var keys: [String] = []
         while keys.count < max(1, listeners.count) {
             let index = keys.count
@@ -57,13 +59,13 @@ enum Peers {
     /// a Trojan bridge with a fresh data directory of its own (where it keeps
     /// the self-signed certificate it makes when given none).
     static func trojanBridge(_ listeners: [String], certificate: TestCertificate? = nil, fallbackPort: UInt16? = nil,
-                             allowPrivate: Bool = true, extra: [String] = []) throws -> (ManagedProcess, [String]) {
+                             allowPrivate: Bool = true, extra: [String] = [], namespace: String? = nil) throws -> (ManagedProcess, [String]) {
         let data = try Paths.temporaryDirectory("bridge-data")
         ProcessRegistry.shared.removeAtExit(data.path)
         var arguments = ["--data", data.path]
         if let certificate { arguments += ["--cert", certificate.certificateFile, "--key", certificate.keyFile] }
         if let fallbackPort { arguments += ["--fallback", "127.0.0.1:\(fallbackPort)"] }
-        return try bridge(listeners, allowPrivate: allowPrivate, extra: arguments + extra)
+        return try bridge(listeners, allowPrivate: allowPrivate, extra: arguments + extra, namespace: namespace)
     }
 
     /// `raha connect KEY... --listen 127.0.0.1:PORT [extra]`, ready once it says so
@@ -84,23 +86,39 @@ enum Peers {
         return (process, port)
     }
 
-    /// Debian's ss-server on 127.0.0.1 (TCP, plus UDP with `udp`).
-    static func ssServer(method: String, password: String, udp: Bool = false) throws -> (ManagedProcess, UInt16) {
-        let port = try Ports.free()
-        let process = try ManagedProcess("ss-server", try Paths.tool("ss-server", package: "shadowsocks-libev"),
-            ["-s", "127.0.0.1", "-p", String(port), "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []))
-        try Ports.waitUntilAccepting(port, process: process)
+    /// Debian's ss-server on 127.0.0.1 (TCP, plus UDP with `udp`), or on
+    /// `host:port` in a network namespace (ready once it logs "listening at").
+    static func ssServer(method: String, password: String, udp: Bool = false,
+                         host: String = "127.0.0.1", port: UInt16? = nil, namespace: String? = nil) throws -> (ManagedProcess, UInt16) {
+        let port = try port ?? Ports.free()
+        let (executable, arguments) = try Paths.command(try Paths.tool("ss-server", package: "shadowsocks-libev"),
+            ["-s", host, "-p", String(port), "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []), in: namespace)
+        let process = try ManagedProcess("ss-server", executable, arguments)
+        try waitUntilListening(process, port: port, namespace: namespace)
         return (process, port)
     }
 
-    /// Debian's ss-local on 127.0.0.1 towards a server on 127.0.0.1:serverPort (TCP, plus UDP with `udp`).
-    static func ssLocal(method: String, password: String, serverPort: UInt16, udp: Bool = false) throws -> (ManagedProcess, UInt16) {
+    /// Debian's ss-local on 127.0.0.1 towards a server on serverHost:serverPort (TCP, plus
+    /// UDP with `udp`), optionally in a network namespace (ready once it logs "listening at").
+    static func ssLocal(method: String, password: String, serverPort: UInt16, udp: Bool = false,
+                        serverHost: String = "127.0.0.1", namespace: String? = nil) throws -> (ManagedProcess, UInt16) {
         let port = try Ports.free()
-        let process = try ManagedProcess("ss-local", try Paths.tool("ss-local", package: "shadowsocks-libev"),
-            ["-s", "127.0.0.1", "-p", String(serverPort), "-b", "127.0.0.1", "-l", String(port),
-             "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []))
-        try Ports.waitUntilAccepting(port, process: process)
+        let (executable, arguments) = try Paths.command(try Paths.tool("ss-local", package: "shadowsocks-libev"),
+            ["-s", serverHost, "-p", String(serverPort), "-b", "127.0.0.1", "-l", String(port),
+             "-k", password, "-m", method, "-t", "30"] + (udp ? ["-u"] : []), in: namespace)
+        let process = try ManagedProcess("ss-local", executable, arguments)
+        try waitUntilListening(process, port: port, namespace: namespace)
         return (process, port)
+    }
+
+    /// A shadowsocks-libev program is ready when its port accepts on loopback, or, in a
+    /// namespace (whose ports this process cannot reach), when it logs "listening at".
+    private static func waitUntilListening(_ process: ManagedProcess, port: UInt16, namespace: String?) throws {
+        if namespace == nil {
+            try Ports.waitUntilAccepting(port, process: process)
+        } else {
+            try process.waitForLine(description: "“listening at”") { $0.contains("listening at") }
+        }
     }
 
     /// The UDP echo fixture on 127.0.0.1; returns its port. With `report` it

@@ -1,0 +1,148 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+import RahaWire
+
+/// A small HTTP/1.1 GET client for online configurations: one request per
+/// connection, TLS checked against the system's CAs and the host name, a
+/// deadline for the whole fetch, a cap on the body, up to `maxRedirects`
+/// redirects. Errors name the address without its path or query
+/// (`WebURL.redacted`), which often carry secrets.
+public struct WebFetcher: Sendable {
+    public var deadline: TimeAmount
+    public var maxBodyBytes: Int
+    public var maxRedirects: Int
+    /// Overrides the system CAs (tests); nil means the system's.
+    public var trustRoots: NIOSSLTrustRoots?
+
+    public init(deadline: TimeAmount = .seconds(10), maxBodyBytes: Int = 64 * 1024, maxRedirects: Int = 3,
+                trustRoots: NIOSSLTrustRoots? = nil) {
+        self.deadline = deadline
+        self.maxBodyBytes = maxBodyBytes
+        self.maxRedirects = maxRedirects
+        self.trustRoots = trustRoots
+    }
+
+    /// The body of a 2xx answer to GET `url`. Throws a `WireError` whose
+    /// sentence starts with the redacted address.
+    public func get(_ url: WebURL, group: EventLoopGroup) async throws -> [UInt8] {
+        var current = url
+        var redirects = 0
+        let deadline = NIODeadline.now() + self.deadline
+        while true {
+            let response: WebResponseReader.Response
+            do {
+                response = try await once(current, group: group, deadline: deadline).get()
+            } catch let error as WireError {
+                throw WireError(error.code, "online config \(current.redacted): \(error.reason)")
+            } catch {
+                throw WireError(.handshake, "online config \(current.redacted): \(WebFetcher.describe(error))")
+            }
+            switch response.status {
+            case 200..<300:
+                return response.body
+            case 301, 302, 303, 307, 308:
+                guard let location = response.location else {
+                    throw WireError(.refused, "online config \(current.redacted): HTTP \(response.status) without a Location")
+                }
+                redirects += 1
+                guard redirects <= maxRedirects else {
+                    throw WireError(.refused, "online config \(url.redacted): more than \(maxRedirects) redirects")
+                }
+                do { current = try current.following(location: location) } catch {
+                    throw WireError(.refused, "online config \(current.redacted): \(error)")
+                }
+            default:
+                throw WireError(.refused, "online config \(current.redacted): HTTP \(response.status)")
+            }
+        }
+    }
+
+    private func once(_ url: WebURL, group: EventLoopGroup, deadline: NIODeadline) -> EventLoopFuture<WebResponseReader.Response> {
+        let eventLoop = group.next()
+        let promise = eventLoop.makePromise(of: WebResponseReader.Response.self)
+        let timeout = eventLoop.scheduleTask(deadline: deadline) {
+            promise.fail(WireError(.handshake, "no complete answer within \(self.deadline.nanoseconds / 1_000_000_000) s"))
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        let tls: NIOSSLClientHandler?
+        do {
+            tls = try url.secure ? makeTLSHandler(for: url) : nil
+        } catch {
+            promise.fail(error)
+            return promise.futureResult
+        }
+        let reader = WebResponseHandler(reader: WebResponseReader(maxBodyBytes: maxBodyBytes), promise: promise)
+        let remaining = deadline - .now()
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(max(.milliseconds(1), remaining))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls) }
+                    try channel.pipeline.syncOperations.addHandler(reader)
+                }
+            }
+            .connect(host: url.server.hostText, port: Int(url.server.port))
+            .whenComplete { result in
+                switch result {
+                case .failure(let error): promise.fail(error)
+                case .success(let channel):
+                    promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                    channel.writeAndFlush(url.request, promise: nil)
+                }
+            }
+        return promise.futureResult
+    }
+
+    private func makeTLSHandler(for url: WebURL) throws -> NIOSSLClientHandler {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        if let trustRoots { configuration.trustRoots = trustRoots }
+        let name: String? = if case .domain(let host) = url.server.host { host } else { nil }
+        return try NIOSSLClientHandler(context: NIOSSLContext(configuration: configuration), serverHostname: name)
+    }
+
+    private static func describe(_ error: Error) -> String {
+        if error is NIOSSLError || error is BoringSSLError {
+            return "the TLS handshake failed (the certificate is not trusted or not for this host)"
+        }
+        if let error = error as? IOError { return "cannot connect (error \(error.errnoCode))" }
+        if error is ChannelError { return "cannot connect (\(error))" }
+        if error is NIOConnectionError || error is SocketAddressError { return "cannot connect: the name does not resolve or no address answers" }
+        return "\(error)"
+    }
+}
+
+/// Feeds a connection's bytes to a `WebResponseReader` and completes the promise.
+private final class WebResponseHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private var reader: WebResponseReader
+    private let promise: EventLoopPromise<WebResponseReader.Response>
+
+    init(reader: WebResponseReader, promise: EventLoopPromise<WebResponseReader.Response>) {
+        self.reader = reader
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        do {
+            if let response = try reader.receive(&bytes) { promise.succeed(response) }
+        } catch {
+            promise.fail(error)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.completeWith(Result { try reader.endOfInput() })
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A server that closes without close_notify after a complete body is common.
+        if let error = error as? NIOSSLError, case .uncleanShutdown = error { return }
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}
