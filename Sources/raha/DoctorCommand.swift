@@ -24,7 +24,7 @@ struct DoctorCommand: AsyncParsableCommand {
 
     @OptionGroup var probe: ProbeOptions
 
-    @Option(help: "Plain http:// URL downloaded through each working key to measure throughput (default: none, skipped).")
+    @Option(help: "Plain http:// URL downloaded through each working key to measure throughput: up to 8 MiB or twice the probe timeout (default: none, skipped).")
     var downloadURL: String?
 
     @Flag(help: "Print the results as JSON instead of a table.")

@@ -89,7 +89,6 @@ public struct RaceMachine: Sendable {
     }
 
     public var isRacing: Bool { race != nil }
-    public var winner: Int? { current }
 
     /// Starts a race in preference order, with `demoted` (a transport that just
     /// failed a stream) last. Nothing happens while a race is running.
