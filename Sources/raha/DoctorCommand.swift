@@ -19,7 +19,7 @@ struct DoctorCommand: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Access keys (ss://… or trojan://…).")
+    @Argument(help: "Access keys (ss://… or trojan://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
     var keys: [String]
 
     @OptionGroup var probe: ProbeOptions
@@ -47,7 +47,7 @@ struct DoctorCommand: AsyncParsableCommand {
 
     func run() async throws {
         var dialers: [StreamDialer] = []
-        for (index, text) in keys.enumerated() {
+        for (index, text) in try await expandAccessKeys(keys).enumerated() {
             do { dialers.append(try makeDialer(text)) } catch { throw UsageFailure("access key \(index + 1): \(error)") }
         }
         let probe = try self.probe.makeProbe()
