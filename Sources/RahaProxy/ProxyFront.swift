@@ -232,6 +232,7 @@ final class ProxyFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     static func socksReply(for error: Error) -> SOCKS5Reply {
+        if error is NoTransportError { return .networkUnreachable } // no transport gets through from this network
         if error is RouteBlocked { return .connectionNotAllowed }
         if let error = error as? IOError {
             switch error.errnoCode {
