@@ -82,6 +82,10 @@ extension RahaIntegration {
             try socket.send([5, 1, 0, 1, 127, 0, 0, 1, 0, 80])
             let reply = try socket.read(exactly: 3)
             #expect(reply == [5, 0x03, 0], "a SOCKS5 CONNECT with nothing getting through got \(hex(reply)), expected 050300 (network unreachable)")
+            // Over HTTP, the error page says the same.
+            let page = try Curl.fetch(["-x", "http://127.0.0.1:\(proxyPort)", "-w", "%{http_code}", "http://127.0.0.1:\(try Origin.shared().port)/"])
+            let text = String(decoding: page.body, as: UTF8.self)
+            #expect(text.hasSuffix("502") && text.contains("Only message channels remain on this network"), "\(text)")
             #expect(connect.isRunning, "raha connect exited: \(connect.output)")
         }
 

@@ -50,10 +50,13 @@ public struct RoutingDialer: StreamDialer {
 }
 
 /// The HTTP proxy's answer when a stream to the destination cannot be opened:
-/// 403 when a rule blocks it, else 502.
+/// 403 when a rule blocks it, else 502 (saying so when no transport gets through).
 func httpDialFailureResponse(_ error: Error) -> ByteBuffer {
     if let blocked = error as? RouteBlocked {
         return HTTPProxy.errorResponse(status: 403, reason: "Forbidden", message: "\(blocked) (raha connect --rules)")
+    }
+    if let none = error as? NoTransportError {
+        return HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: none.description)
     }
     return HTTPProxy.errorResponse(status: 502, reason: "Bad Gateway", message: "the proxy could not open a stream to the destination")
 }
