@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import RahaProxy
 
@@ -161,5 +162,26 @@ struct NetworkIdentityTests {
         #expect(id == NetworkIdentity.identifier(route: route, nameservers: servers))
         #expect(id != NetworkIdentity.identifier(route: route, nameservers: ["127.0.0.1"]))
         #expect(id != NetworkIdentity.identifier(route: nil, nameservers: servers))
+    }
+
+    @Test("PathMemory: remembers per network, reads back, file 0600 in a 0700 directory, holding hashes only")
+    func pathMemory() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("raha-path-memory-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let memory = PathMemory(directory: base.appendingPathComponent("raha"))
+        let key = "ss://aes-128-gcm:secret-password@127.0.0.1:8388"
+        let print = PathMemory.fingerprint(ofKey: key)
+        #expect(print == PathMemory.fingerprint(ofKey: " \(key)\n") && print != PathMemory.fingerprint(ofKey: key + "0"))
+        #expect(memory.winner(on: "net-a") == nil)
+        try memory.remember(print, on: "net-a")
+        try memory.remember("other", on: "net-b")
+        #expect(memory.winner(on: "net-a") == print && memory.winner(on: "net-b") == "other")
+        let mode = { (path: String) in ((try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber)?.intValue ?? -1 }
+        #expect(mode(memory.file.path) == 0o600)
+        #expect(mode(memory.file.deletingLastPathComponent().path) == 0o700)
+        let text = try String(contentsOf: memory.file, encoding: .utf8)
+        #expect(!text.contains("secret") && !text.contains("127.0.0.1"), "\(text)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: memory.file.deletingLastPathComponent().path) == ["paths.json"],
+                "a temporary file was left behind")
     }
 }
