@@ -170,7 +170,9 @@ public struct ActiveProbeCensor: Censor {
             flows.withFlow(packet, at: now, initial: true) { _, _ in }
             return .drop
         }
-        let (client, server, firstData) = flows.withFlow(packet, at: now, initial: false) { flow, direction in
+        // Only flows seen from their SYN are recorded: a packet of a connection that
+        // began before the censor did (a retransmission, say) is no first payload.
+        let (client, server, firstData) = flows.withFlow(packet, at: now, initial: !packet.isInitialSYN) { flow, direction in
             let first = direction == .clientToServer && !flow.state && !packet.payloadRange.isEmpty
             if first { flow.state = true }
             return (flow.client, flow.server, first)
@@ -198,6 +200,8 @@ public struct ActiveProbeCensor: Censor {
         }
         if findings.isEmpty {
             servers.set(.cleared, for: results.server, at: now, expires: now + clearedDuration)
+            events.append(CensorEvent(.cleared, server: results.server,
+                                      reason: "active probe: reacts like a web server to all \(kinds.count) probes"))
             return
         }
         servers.set(.blocked, for: results.server, at: now, expires: now + blockDuration)

@@ -64,6 +64,8 @@ public struct CensorEvent: Hashable, Sendable, CustomStringConvertible {
         case throttled
         /// The server is being actively probed.
         case probed
+        /// The server was probed and looked like a web server: left alone for a while.
+        case cleared
     }
 
     /// The server side of the flow decided on.

@@ -136,13 +136,20 @@ private func feed(_ censor: inout ActiveProbeCensor, _ packets: [Packet], at now
         let similar = Reaction(bytesReturned: 166, firstBytes: Array("HTTP/1.1 400 Bad".utf8), closedBy: .serverFIN, elapsed: .milliseconds(20))
         censor.recordProbeResults(ProbeResults(server: bridge, reactions: Array(repeating: similar, count: job.probes.count),
                                                referenceReactions: Array(repeating: nginx400, count: job.probes.count)), at: .seconds(9))
-        #expect(censor.takeEvents().isEmpty)
+        #expect(censor.takeEvents().map(\.action) == [.cleared])
         #expect(censor.judgement(of: bridge, at: .seconds(9)) == .cleared)
         // Cleared: no more probes for an hour, then again.
         #expect(suspect(&censor, bridge, client: IPv4Endpoint(client.address, 40_001)).jobs.isEmpty)
         let talk = TCPConversation(client: IPv4Endpoint(client.address, 40_002), server: bridge)
         _ = feed(&censor, [talk.syn, talk.fromClient([1, 2])], at: .seconds(3610))
         #expect(censor.takeProbeJobs().count == 1)
+    }
+
+    @Test func aFlowFirstSeenMidStreamIsNotRecorded() {
+        var censor = censor()
+        let talk = TCPConversation(client: client, server: bridge)
+        #expect(feed(&censor, [talk.fromClient([0x17, 3, 3, 0, 24]), talk.fromServer([1])]).allSatisfy { $0 == .accept })
+        #expect(censor.takeProbeJobs().isEmpty && censor.takeEvents().isEmpty)
     }
 
     @Test func resultsThatDoNotMatchAPendingJobAreIgnored() {
@@ -163,10 +170,14 @@ private func feed(_ censor: inout ActiveProbeCensor, _ packets: [Packet], at now
 
     @Test func pendingJobsAreBounded() {
         var censor = ActiveProbeCensor(reference: plainWeb, maxPendingJobs: 2)
-        for port in UInt16(9000)..<9005 { _ = feed(&censor, [TCPConversation(server: IPv4Endpoint(bridge.address, port)).fromClient([1])]) }
+        for port in UInt16(9000)..<9005 {
+            let talk = TCPConversation(server: IPv4Endpoint(bridge.address, port))
+            _ = feed(&censor, [talk.syn, talk.fromClient([1])])
+        }
         #expect(censor.takeProbeJobs().map(\.server.port) == [9000, 9001])
         // The ones left over are still unjudged: their next flow makes a job.
-        _ = feed(&censor, [TCPConversation(client: IPv4Endpoint(client.address, 1), server: IPv4Endpoint(bridge.address, 9004)).fromClient([1])])
+        let again = TCPConversation(client: IPv4Endpoint(client.address, 1), server: IPv4Endpoint(bridge.address, 9004))
+        _ = feed(&censor, [again.syn, again.fromClient([1])])
         #expect(censor.takeProbeJobs().map(\.server.port) == [9004])
     }
 }

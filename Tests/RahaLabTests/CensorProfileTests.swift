@@ -332,10 +332,15 @@ private func feed(_ censor: inout some Censor, _ packet: Packet, at seconds: Dou
         #expect(ClientHelloView(firstPacket: [0x16, 0x04]) == .notTLS)
         #expect(ClientHelloView(firstPacket: [0x16, 0x03, 0x01, 0x00, 0x05, 0x02, 0, 0, 1, 0]) == .unreadable,
                 "a handshake record that is not a ClientHello: the one-packet parser cannot judge it")
-        // Cut inside the name, or anywhere before the record ends: unreadable.
+        // Cut before the name ends: unreadable. Cut after it, though the record goes on
+        // (a ClientHello longer than one segment): the name is read.
         let hello = LabPackets.realClientHello
-        for cut in [3, 5, 9, 100, hello.count - 1] {
+        let name = ClientHelloFragmenter.serverNameRange(in: hello)!
+        for cut in [3, 5, 9, name.lowerBound, name.upperBound - 1] {
             #expect(ClientHelloView(firstPacket: hello.prefix(cut)) == .unreadable, "cut at \(cut)")
+        }
+        for cut in [name.upperBound, hello.count - 1] {
+            #expect(ClientHelloView(firstPacket: hello.prefix(cut)) == .serverName("www.example.com"), "cut at \(cut)")
         }
         // Record fragmentation: the name spans records.
         let fragmented = ClientHelloFragmenter.splitRecords(hello, sizes: [])

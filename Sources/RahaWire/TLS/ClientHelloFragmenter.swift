@@ -10,16 +10,18 @@
 public enum ClientHelloFragmenter {
     /// The byte range of the SNI host name inside a TLS record holding a
     /// ClientHello, or nil if the record is not a ClientHello or has no SNI.
-    public static func serverNameRange(in record: [UInt8]) -> Range<Int>? {
+    /// With `partialRecord`, `record` may be the record's beginning only (a first
+    /// TCP segment): the name is found if it lies whole within the bytes given.
+    public static func serverNameRange(in record: [UInt8], partialRecord: Bool = false) -> Range<Int>? {
         var r = Reader(bytes: record)
-        guard r.u8() == 0x16, r.skip(2), let recordLength = r.u16(), record.count >= 5 + recordLength,
+        guard r.u8() == 0x16, r.skip(2), let recordLength = r.u16(), partialRecord || record.count >= 5 + recordLength,
               r.u8() == 0x01, r.skip(3),            // handshake type client_hello, length
               r.skip(2 + 32),                       // legacy_version, random
               let session = r.u8(), r.skip(Int(session)),
               let suites = r.u16(), r.skip(suites),
               let compression = r.u8(), r.skip(Int(compression)),
               let extensionsLength = r.u16() else { return nil }
-        let end = min(r.offset + extensionsLength, 5 + recordLength)
+        let end = min(r.offset + extensionsLength, 5 + recordLength, record.count)
         while r.offset + 4 <= end {
             guard let type = r.u16(), let length = r.u16() else { return nil }
             if type == 0 {
