@@ -45,8 +45,7 @@ struct SmartDialerOptions: ParsableArguments {
         configuration.stagger = .milliseconds(Int64(stagger))
         let candidates = zip(keys, dialers).map { SmartDialer.Candidate(dialer: $1, fingerprint: PathMemory.fingerprint(ofKey: $0)) }
         let memory = noMemory ? nil : SmartDialer.Memory(
-            store: PathMemory(directory: state.map { URL(fileURLWithPath: $0) } ?? PathMemory.defaultDirectory),
-            network: NetworkIdentity.current())
+            store: PathMemory(directory: state.map { URL(fileURLWithPath: $0) } ?? PathMemory.defaultDirectory))
         return SmartDialer(candidates: candidates, configuration: configuration, memory: memory, eventLoop: eventLoop, logger: logger)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import NIOCore
@@ -89,10 +90,31 @@ struct ConnectivityProbeTests {
 
 @Suite("SmartDialer driver")
 struct SmartDialerDriverTests {
-    private func smart(_ dialers: [FakeDialer], on loop: EmbeddedEventLoop) throws -> SmartDialer {
-        SmartDialer(candidates: dialers.enumerated().map { .init(dialer: $1, fingerprint: "\($0)") },
+    private func smart(_ dialers: [FakeDialer], on loop: EmbeddedEventLoop, memory: SmartDialer.Memory? = nil) throws -> SmartDialer {
+        SmartDialer(candidates: dialers.enumerated().map { .init(dialer: $1, fingerprint: "key-\($0)") },
                     configuration: .init(probe: ConnectivityProbe(url: try ProbeURL(parsing: probeURL))),
-                    eventLoop: loop, logger: Logger(label: "test"))
+                    memory: memory, eventLoop: loop, logger: Logger(label: "test"))
+    }
+
+    @Test("The winner remembered for this network is probed first, and a new winner is written down for it")
+    func remembersPerNetwork() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raha-smart-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = PathMemory(directory: directory)
+        try store.remember("key-1", on: "home")
+        let loop = EmbeddedEventLoop()
+        let first = FakeDialer(loop: loop), second = FakeDialer(loop: loop)
+        let dialer = try smart([first, second], on: loop, memory: .init(store: store, network: { "home" }))
+        let report = Outcome(dialer.start())
+        loop.run()
+        #expect(first.dialed.isEmpty && second.dialed.count == 1, "the remembered candidate was not probed first")
+        second.fail = IOError(errnoCode: ECONNRESET, reason: "connect")
+        try second.streams[0].close().wait() // its probe fails: the other candidate starts at once
+        loop.run()
+        try answerProbe(first, on: loop)
+        guard case .using? = report.value else { Issue.record("\(String(describing: report.result))"); return }
+        #expect(store.winner(on: "home") == "key-0")
+        dialer.stop()
     }
 
     /// Answers the newest stream of `dialer` (a probe) with a status line.

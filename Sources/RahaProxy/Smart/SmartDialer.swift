@@ -69,11 +69,12 @@ public final class SmartDialer: StreamDialer {
         }
     }
 
-    /// Where the winner per network is written down.
+    /// Where the winner per network is written down. `network` is asked each
+    /// time (at start and at every win), so a machine that moves is followed.
     public struct Memory: Sendable {
         public var store: PathMemory
-        public var network: String
-        public init(store: PathMemory, network: String) {
+        public var network: @Sendable () -> String
+        public init(store: PathMemory, network: @escaping @Sendable () -> String = NetworkIdentity.current) {
             self.store = store
             self.network = network
         }
@@ -104,7 +105,7 @@ public final class SmartDialer: StreamDialer {
         self.logger = logger
         self.memory = memory
         let remembered = memory.flatMap { memory in
-            memory.store.winner(on: memory.network).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
+            memory.store.winner(on: memory.network()).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
         }
         let promise = eventLoop.makePromise(of: RaceReport.self)
         firstRace = promise.futureResult
@@ -210,7 +211,7 @@ public final class SmartDialer: StreamDialer {
                 let label = candidates[candidate].dialer.label
                 logger.info("using \(label) (verified in \(latency / 1_000_000) ms)")
                 if let memory {
-                    do { try memory.store.remember(candidates[candidate].fingerprint, on: memory.network) } catch {
+                    do { try memory.store.remember(candidates[candidate].fingerprint, on: memory.network()) } catch {
                         logger.warning("cannot remember the transport that works on this network: \(error)")
                     }
                 }
