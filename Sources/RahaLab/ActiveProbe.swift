@@ -93,8 +93,9 @@ public struct ProbeResults: Hashable, Sendable {
 /// `active-probe`. All traffic passes until a server is judged. The first client data
 /// packet of each new TCP flow to a server ip:port not yet judged (nor being judged) is
 /// recorded, and the server becomes a suspect: a `ProbeJob` goes to the prober, with the
-/// reference web server to compare with (`referenceTLS` for the ports in `tlsPorts`,
-/// when given, else `reference`). When its results come back (`recordProbeResults`),
+/// reference web server to compare with (`referenceTLS`, when given, for a first
+/// payload that is a TLS handshake record or a server on one of `tlsPorts`; else
+/// `reference`). When its results come back (`recordProbeResults`),
 /// each probe's reaction is compared with the reference's reaction to the same probe
 /// (`ProbeComparison`): any difference blocks the server ip:port for `blockDuration`
 /// (every packet of every flow to or from it, new or existing, both directions, is
@@ -159,8 +160,9 @@ public struct ActiveProbeCensor: Censor {
     }
 
     /// The reference web server a suspect is compared with.
-    public func reference(for server: IPv4Endpoint) -> IPv4Endpoint {
-        tlsPorts.contains(server.port) ? referenceTLS ?? reference : reference
+    public func reference(for server: IPv4Endpoint, firstPayload: [UInt8]) -> IPv4Endpoint {
+        let speaksTLS = firstPayload.starts(with: [0x16, 0x03]) || tlsPorts.contains(server.port)
+        return speaksTLS ? referenceTLS ?? reference : reference
     }
 
     public mutating func inspect(_ packet: Packet, at now: Duration) -> Verdict {
@@ -181,7 +183,7 @@ public struct ActiveProbeCensor: Censor {
               jobs.count < maxPendingJobs else { return .accept }
         let payload = Array(packet.payload)
         let probes = ProbePlan.probes(replaying: payload, using: &random)
-        let job = ProbeJob(server: server, reference: reference(for: server), probes: probes)
+        let job = ProbeJob(server: server, reference: reference(for: server, firstPayload: payload), probes: probes)
         jobs.append(job)
         servers.set(.probing(probes.map(\.kind)), for: server, at: now, expires: now + resultTimeout)
         events.append(CensorEvent(.probed, server: server, client: client,

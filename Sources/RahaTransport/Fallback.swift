@@ -45,18 +45,18 @@ extension GlueHandler {
 /// handshake goes on to TLS untouched; plain bytes (HTTP sent to the TLS port, a
 /// scanner's garbage) are spliced byte for byte to the fallback site like every other
 /// stranger; bytes that such a server would give to OpenSSL and OpenSSL would refuse
-/// are refused the same way, closed without a word, or read to the announced length
-/// first. So a prober sees what it would see from an nginx HTTPS server, not a TLS alert
-/// no web site sends, nor a web page where nginx says nothing.
-public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHandler {
+/// are refused the same way, with the same alert or none. So a prober sees what it
+/// would see from an nginx HTTPS server, not an alert nginx would not send, nor a web
+/// page where nginx says nothing.
+public final class TLSRecordSniffer: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private enum State {
         case sniffing
         case fallingBack
-        /// Reading and discarding this many more bytes before closing.
-        case swallowing(Int)
         case closed
     }
 
@@ -72,9 +72,6 @@ public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHand
         switch state {
         case .fallingBack:
             buffered.writeBuffer(&bytes)
-            return
-        case .swallowing(let remaining):
-            swallow(remaining - bytes.readableBytes, context: context)
             return
         case .closed:
             return
@@ -93,10 +90,10 @@ public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHand
             fallBack(context: context)
         case .closeSilently:
             close(context: context)
-        case .swallowThenClose(let total):
-            let remaining = total - buffered.readableBytes
-            buffered = ByteBuffer()
-            swallow(remaining, context: context)
+        case .alertThenClose(let description):
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: TLSPortFirstBytes.alertRecord(description))),
+                                  promise: nil)
+            close(context: context)
         }
     }
 
@@ -106,7 +103,7 @@ public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHand
             case .fallingBack:
                 inputClosed = true
                 return
-            case .sniffing, .swallowing:
+            case .sniffing:
                 // The client is done before a decision (or before its announced length):
                 // a server has nothing to answer.
                 close(context: context)
@@ -116,14 +113,6 @@ public final class TLSRecordSniffer: ChannelInboundHandler, RemovableChannelHand
             }
         }
         context.fireUserInboundEventTriggered(event)
-    }
-
-    private func swallow(_ remaining: Int, context: ChannelHandlerContext) {
-        if remaining <= 0 {
-            close(context: context)
-        } else {
-            state = .swallowing(remaining)
-        }
     }
 
     private func close(context: ChannelHandlerContext) {

@@ -79,7 +79,11 @@ extension RahaIntegration {
             ], processes: [bridge])
 
             // Not TLS at all (plain HTTP, garbage) on the TLS port: the site's own answer, not a TLS alert.
-            let garbage = Data((0..<300).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x16 ? 0x17 : $0 })
+            // Its first byte has no high bit and is not 0x16: an HTTPS server reads such bytes
+            // as HTTP (others go to its TLS stack, as TLSPortFirstBytesTests check).
+            var noise = (0..<300).map { _ in UInt8.random(in: 0...255) }
+            noise[0] = UInt8.random(in: 0x17...0x7f)
+            let garbage = Data(noise)
             for (what, request) in [("plain HTTP GET / on the TLS port", HTTPProbe.get("/")),
                                     ("plain HTTP GET /missing on the TLS port", HTTPProbe.get("/missing")),
                                     ("300 random bytes on the TLS port", garbage)] {

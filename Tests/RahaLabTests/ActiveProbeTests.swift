@@ -83,6 +83,10 @@ private func feed(_ censor: inout ActiveProbeCensor, _ packets: [Packet], at now
         #expect(jobs.map(\.reference) == [tlsWeb])
         var plainOnly = ActiveProbeCensor(reference: plainWeb)
         #expect(suspect(&plainOnly, IPv4Endpoint(bridge.address, 443)).jobs.map(\.reference) == [plainWeb])
+        // A TLS first payload on another port is compared with the TLS reference too.
+        let other = TCPConversation(server: IPv4Endpoint(bridge.address, 8443))
+        _ = feed(&censor, [other.syn, other.fromClient(LabPackets.clientHello(serverName: "a.test"))])
+        #expect(censor.takeProbeJobs().map(\.reference) == [tlsWeb])
         // The references themselves are never suspects.
         #expect(suspect(&censor, plainWeb).jobs.isEmpty && suspect(&censor, tlsWeb).jobs.isEmpty)
     }

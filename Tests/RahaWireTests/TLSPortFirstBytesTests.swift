@@ -19,13 +19,32 @@ import Testing
         #expect(F([0x15, 0x03, 0x03, 0x00, 0x02]) == .http, "only a handshake record is TLS to nginx")
     }
 
-    @Test func anSSLv2StyleClientHelloIsReadToItsLengthAndNotAnswered() {
-        // A ClientHello whose first byte was changed to one with the high bit: bytes 1-2 are 03 01.
-        #expect(F([0x85, 0x03, 0x01, 0x02, 0x00]) == .swallowThenClose(2 + 0x0503))
-        #expect(F([0x80, 0x09, 0x01, 0x00, 0x00]) == .swallowThenClose(11))
-        #expect(F([0x80, 0x08, 0x01, 0x00, 0x00]) == .closeSilently, "shorter than any SSLv2 ClientHello")
-        #expect(F([0xc0, 0x01, 0x01, 0x00, 0x00]) == .closeSilently, "longer than one record")
-        #expect(F([0x85, 0x03, 0x01, 0x02]) == .needMore)
+    /// Each branch as nginx 1.22 with OpenSSL 3.0 answered it (see `TLSPortFirstBytes`).
+    @Test func anSSLv2StyleClientHelloGetsOpenSSLsAlert() {
+        typealias A = TLSPortFirstBytes.Alert
+        func v2(type: UInt8 = 1, version: Int = 0x0303, ciphers: Int, session: Int = 0, challenge: Int = 16, length: Int? = nil) -> [UInt8] {
+            func be16(_ n: Int) -> [UInt8] { [UInt8(n >> 8), UInt8(n & 0xff)] }
+            let record = [type] + be16(version) + be16(ciphers) + be16(session) + be16(challenge) + [UInt8](repeating: 0, count: ciphers + session + challenge)
+            let announced = length ?? record.count
+            return [0x80 | UInt8(announced >> 8), UInt8(announced & 0xff)] + record
+        }
+        // Judged on the header: too short, too long.
+        #expect(F([0x80, 0x03, 0x01, 0x02, 0x00]) == .alertThenClose(A.decodeError))
+        #expect(F([0xc2, 0x03, 0x01, 0x02, 0x00]) == .alertThenClose(A.recordOverflow))
+        // Otherwise the whole record is awaited: a real ClientHello with its first byte changed.
+        #expect(F([0x85, 0x03, 0x01, 0x02, 0x00]) == .needMore)
+        #expect(F([0xc1, 0x03, 0x01, 0x02, 0x00]) == .needMore, "16,643 bytes: still one record to OpenSSL")
+        #expect(F([0x81, 0x03, 0x01, 0x05, 0xd0, 0x01, 0x00, 0x05, 0xcc, 0x03, 0x03] + [UInt8](repeating: 0, count: 250)) == .alertThenClose(A.illegalParameter))
+        #expect(F(v2(type: 2, ciphers: 3)) == .closeSilently)
+        #expect(F(v2(ciphers: 3, session: 33)) == .alertThenClose(A.illegalParameter))
+        #expect(F(v2(version: 0, ciphers: 3, session: 33)) == .alertThenClose(A.illegalParameter))
+        #expect(F(v2(ciphers: 3, length: 30) + [0, 0]) == .alertThenClose(A.decodeError))
+        #expect(F(v2(version: 0, ciphers: 3)) == .alertThenClose(A.protocolVersion))
+        #expect(F(v2(ciphers: 0)) == .alertThenClose(A.illegalParameter))
+        #expect(F(v2(ciphers: 4)) == .alertThenClose(A.decodeError))
+        #expect(F(v2(ciphers: 3, challenge: 8)) == .alertThenClose(A.handshakeFailure))
+        #expect(F(v2(ciphers: 3)) == .alertThenClose(A.handshakeFailure))
+        #expect(TLSPortFirstBytes.alertRecord(A.decodeError) == [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 50])
     }
 
     @Test func otherRecordHeadersAreClosedWithoutAnAlert() {
