@@ -8,21 +8,30 @@ import Glibc
 /// router's namespace (its connections leave through OUTPUT, not FORWARD, so they are
 /// not queued to the censor). Each probe goes, on a fresh connection, to the suspect and
 /// to the reference web server, all at once, each connection on a thread of its own with
-/// blocking sockets; a job therefore takes about one `timeout`. The results wait in a
-/// locked list until the verdict loop, which owns the censor, takes them.
+/// blocking sockets; a job therefore takes about one `timeout` after its `delay`. The
+/// results wait in a locked list until the verdict loop, which owns the censor, takes them.
 final class Prober: @unchecked Sendable {
     /// How long a probe waits for the server to end the connection.
     let timeout: Duration
+    /// How long after the recorded payload the probes start. The GFW's came after 0.4 s
+    /// to minutes (Alice et al.); a replay sent at once could even overtake the recorded
+    /// packet on its way to the server and make the real client look like the replay.
+    let delay: Duration
     private let lock = NSLock()
     private var finished: [ProbeResults] = []
 
-    init(timeout: Duration = .seconds(8)) {
+    init(timeout: Duration = .seconds(8), delay: Duration = .milliseconds(500)) {
         self.timeout = timeout
+        self.delay = delay
     }
 
     /// Starts a job; its results appear in `takeResults()` once every probe has ended.
     func submit(_ job: ProbeJob) {
-        let thread = Thread { [self] in run(job) }
+        let delay = self.delay
+        let thread = Thread { [self] in
+            Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+            run(job)
+        }
         thread.name = "raha-censor prober \(job.server)"
         thread.start()
     }
