@@ -127,6 +127,9 @@ public final class Bridge: @unchecked Sendable {
         let site: FallbackDialer = { eventLoop in
             ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: .seconds(5)).connect(to: fallback)
         }
+        // Upgrade keys are remembered for a day (at least, while under 200,000 newer):
+        // the GFW replayed recorded connections from seconds to hours later.
+        let upgradeKeys = SharedReplayFilter(capacity: 200_000, retention: 86_400)
         return try await ServerBootstrap.rahaListener(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -136,7 +139,7 @@ public final class Bridge: @unchecked Sendable {
                         try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tls)])
                     }
                     if case .webSocket(let path, _) = key.transport {
-                        try sync.addHandler(WebSocketServerHandler(path: path, fallback: site))
+                        try sync.addHandler(WebSocketServerHandler(path: path, fallback: site, upgradeKeys: upgradeKeys))
                     }
                     try sync.addHandlers([
                         TrojanServerCodec(passwords: passwords, fallback: site),

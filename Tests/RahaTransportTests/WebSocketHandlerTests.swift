@@ -78,8 +78,8 @@ private func maskedFrame(_ opcode: WebSocketOpcode, _ payload: [UInt8], key: UIn
     return out
 }
 
-private func upgradeRequest(_ path: String = "/secret", extra: String = "") -> ByteBuffer {
-    ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: bridge.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(extra)\r\n")
+private func upgradeRequest(_ path: String = "/secret", key: String = "dGhlIHNhbXBsZSBub25jZQ==", extra: String = "") -> ByteBuffer {
+    ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: bridge.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\(extra)\r\n")
 }
 
 @Suite struct WebSocketHandlerTests {
@@ -298,6 +298,30 @@ private func upgradeRequest(_ path: String = "/secret", extra: String = "") -> B
         try site.writeInbound(ByteBuffer(string: "HTTP/1.1 404 Not Found\r\n\r\n"))
         #expect(try outbound(p.server) == Array("HTTP/1.1 404 Not Found\r\n\r\n".utf8), "and the prober sees exactly the site's answer")
         #expect(p.serverLog.payload.isEmpty && p.serverLog.reads == 0)
+    }
+
+    @Test func aReplayedUpgradeIsSplicedToTheSiteLikeAStranger() throws {
+        let loop = EmbeddedEventLoop()
+        let sites = Sites(loop: loop)
+        let keys = SharedReplayFilter(retention: 3600)
+        func server() throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.pipeline.syncOperations.addHandlers([WebSocketServerHandler(path: "/secret", fallback: sites.dialer, upgradeKeys: keys), StreamLog()])
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return channel
+        }
+        let recorded = upgradeRequest("/secret")
+        let first = try server(), replay = try server(), fresh = try server()
+        try first.writeInbound(recorded)
+        #expect(String(decoding: try outbound(first), as: UTF8.self).hasPrefix("HTTP/1.1 101 "))
+        try replay.writeInbound(recorded)
+        let site = try #require(sites.opened.first?.channel)
+        #expect(try outbound(site) == Array(recorded.readableBytesView), "the site sees the replay, byte for byte")
+        #expect(try outbound(replay).isEmpty, "no 101 for the replay")
+        // A client's next upgrade has a fresh key and is served.
+        try fresh.writeInbound(upgradeRequest("/secret", key: WebSocketHandshake.makeKey()))
+        #expect(String(decoding: try outbound(fresh), as: UTF8.self).hasPrefix("HTTP/1.1 101 "))
+        #expect(sites.opened.count == 1)
     }
 
     @Test func aHalfCloseWhileDecidingGoesToTheSiteWithTheBytes() throws {

@@ -7,21 +7,6 @@ import RahaWire
 /// Seconds since the Unix epoch, as the 2022 headers carry it.
 @inline(__always) public func unixNow() -> UInt64 { UInt64(Date().timeIntervalSince1970) }
 
-/// A salt replay filter shared by every connection of one listener.
-public final class SharedReplayFilter: Sendable {
-    private let filter: NIOLockedValueBox<SaltReplayFilter>
-
-    public init(capacity: Int = 200_000) {
-        filter = NIOLockedValueBox(SaltReplayFilter(capacity: capacity, retention: 60, now: unixNow()))
-    }
-
-    /// True when the salt is new; false when it was seen before (a replay).
-    public func insert(_ salt: [UInt8]) -> Bool {
-        let now = unixNow()
-        return filter.withLockedValue { $0.insert(salt, now: now) }
-    }
-}
-
 /// Told to the next handler once the client's request header has been decoded.
 public struct ProxyRequestEvent: Sendable {
     public let target: Endpoint

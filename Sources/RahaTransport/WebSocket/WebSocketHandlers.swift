@@ -22,7 +22,10 @@ import RahaWire
 /// frame's payload is passed on as plain bytes and every buffer written is
 /// sent as one unmasked binary frame. Anything else (another path, a
 /// browser, a scanner, garbage) is spliced byte for byte to the fallback
-/// site, exactly like `TrojanServerCodec` does with a wrong password.
+/// site, exactly like `TrojanServerCodec` does with a wrong password. So is
+/// an upgrade whose `Sec-WebSocket-Key` was seen before: a recorded upgrade
+/// replayed by a prober (which, without TLS or behind a CDN, carries the
+/// secret path) gets the site's 404 as a stranger would, not a 101.
 public final class WebSocketServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -37,16 +40,19 @@ public final class WebSocketServerHandler: ChannelDuplexHandler, RemovableChanne
 
     private let path: String
     private let fallback: FallbackDialer
+    private let upgradeKeys: SharedReplayFilter?
     private var state: State = .deciding
     private var buffered = ByteBuffer()
     private var inputClosed = false
     private let stream = WebSocketStream(isClient: false)
 
     /// `path` is the secret path (a query in it is ignored, as is one in
-    /// the client's request); `fallback` opens the site that everyone else sees.
-    public init(path: String, fallback: @escaping FallbackDialer) {
+    /// the client's request); `fallback` opens the site that everyone else sees;
+    /// `upgradeKeys` remembers the upgrade keys of the listener's connections.
+    public init(path: String, fallback: @escaping FallbackDialer, upgradeKeys: SharedReplayFilter? = nil) {
         self.path = path
         self.fallback = fallback
+        self.upgradeKeys = upgradeKeys
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -68,6 +74,8 @@ public final class WebSocketServerHandler: ChannelDuplexHandler, RemovableChanne
             // A client that stops sending mid-request is not one of ours.
             if inputClosed { fallBack(context: context) }
         case .reject:
+            fallBack(context: context)
+        case .upgrade(let key, _, _) where upgradeKeys?.insert(Array(key.utf8)) == false:
             fallBack(context: context)
         case .upgrade(let key, let headLength, let earlyData):
             state = .upgraded

@@ -12,17 +12,8 @@ public enum Deflate {
             preconditionFailure("zlib could not set up a compressor (out of memory)")
         }
         defer { deflateEnd(&stream) }
-        var input = bytes
         var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(bytes.count))))
-        let result: Int32 = input.withUnsafeMutableBufferPointer { inBuffer in
-            output.withUnsafeMutableBufferPointer { outBuffer in
-                stream.next_in = inBuffer.baseAddress
-                stream.avail_in = uInt(inBuffer.count)
-                stream.next_out = outBuffer.baseAddress
-                stream.avail_out = uInt(outBuffer.count)
-                return CZlib.deflate(&stream, Z_FINISH)
-            }
-        }
+        let result = finish(&stream, from: bytes, into: &output) { CZlib.deflate(&$0, Z_FINISH) }
         // deflateBound guarantees room for everything in one call.
         precondition(result == Z_STREAM_END, "zlib deflate stopped early (\(result))")
         output.removeSubrange(Int(stream.total_out)...)
@@ -39,18 +30,9 @@ public enum Deflate {
             preconditionFailure("zlib could not set up a decompressor (out of memory)")
         }
         defer { inflateEnd(&stream) }
-        var input = bytes
         // One byte of room beyond the cap tells "exactly maxSize" from "more".
         var output = [UInt8](repeating: 0, count: maxSize + 1)
-        let result: Int32 = input.withUnsafeMutableBufferPointer { inBuffer in
-            output.withUnsafeMutableBufferPointer { outBuffer in
-                stream.next_in = inBuffer.baseAddress
-                stream.avail_in = uInt(inBuffer.count)
-                stream.next_out = outBuffer.baseAddress
-                stream.avail_out = uInt(outBuffer.count)
-                return CZlib.inflate(&stream, Z_FINISH)
-            }
-        }
+        let result = finish(&stream, from: bytes, into: &output) { CZlib.inflate(&$0, Z_FINISH) }
         let produced = Int(stream.total_out)
         if produced > maxSize {
             throw WireError.tooLarge("the compressed data expands to more than \(maxSize) bytes, the most allowed")
@@ -66,6 +48,21 @@ public enum Deflate {
             throw WireError.malformed("the compressed data is truncated")
         default:
             throw WireError.malformed("the compressed data is corrupt (not raw DEFLATE)")
+        }
+    }
+
+    /// Points `stream` at all of `input` and `output` and makes one zlib call.
+    private static func finish(_ stream: inout z_stream, from input: [UInt8], into output: inout [UInt8],
+                               _ call: (inout z_stream) -> Int32) -> Int32 {
+        var input = input
+        return input.withUnsafeMutableBufferPointer { inBuffer in
+            output.withUnsafeMutableBufferPointer { outBuffer in
+                stream.next_in = inBuffer.baseAddress
+                stream.avail_in = uInt(inBuffer.count)
+                stream.next_out = outBuffer.baseAddress
+                stream.avail_out = uInt(outBuffer.count)
+                return call(&stream)
+            }
         }
     }
 }
