@@ -9,7 +9,8 @@ struct DoctorCommand: AsyncParsableCommand {
         commandName: "doctor",
         abstract: "Test each access key from this network and say which ones get through.",
         discussion: """
-        Each key is probed three times (a verified round trip to --probe-url through it), \
+        Each key is probed three times (a verified round trip to --probe-url through it; \
+        once if that fails), \
         all keys at once, each under the probe timeout; keys that work are then timed \
         downloading --download-url. Tell a trusted helper the summary line so they know \
         which kind of key to send. Exits 0 if any key works, 1 if none does.
@@ -75,7 +76,7 @@ struct DoctorCommand: AsyncParsableCommand {
         if !results.contains(where: \.works) { throw ExitCode(1) }
     }
 
-    /// Three probes one after another (the median latency), then the download if it works.
+    /// Three probes one after another (the median latency; one, if it fails), then the download if it works.
     private static func examine(_ dialer: StreamDialer, probe: ConnectivityProbe, download: ProbeURL?,
                                 on eventLoop: EventLoop) async throws -> Result {
         var latencies: [Int64] = []
@@ -85,6 +86,8 @@ struct DoctorCommand: AsyncParsableCommand {
                 latencies.append(try await probe.run(through: dialer, on: eventLoop).get().nanoseconds / 1_000_000)
             } catch {
                 reason = TransportFailure.reason(for: error)
+                // A key that never answered is not worth two more deadlines.
+                if latencies.isEmpty { break }
             }
         }
         var result = Result(transport: dialer.label, works: !latencies.isEmpty, reason: latencies.isEmpty ? reason : nil)

@@ -34,6 +34,19 @@ struct RaceMachineTests {
         #expect(machine.startRace().isEmpty, "no second race while one runs")
     }
 
+    @Test("A network change races at once with that network's remembered winner first; the winner in use stays until then")
+    func networkChange() {
+        var machine = RaceMachine(candidateCount: 3)
+        let race = machine.startRace()
+        _ = machine.probeSucceeded(candidate: 0, race: raceID(race), latencyNanoseconds: 1)
+        let moved = machine.networkChanged(remembered: 2)
+        #expect(probed(moved) == [2])
+        #expect(machine.route == .use(0), "streams keep the current winner while the new race runs")
+        #expect(machine.preference == [2, 0, 1])
+        #expect(machine.networkChanged(remembered: nil).isEmpty, "no second race while one runs")
+        #expect(machine.preference == [0, 1, 2])
+    }
+
     @Test("The first verified round trip wins; later results of that race are ignored")
     func firstSuccessWins() {
         var machine = RaceMachine(candidateCount: 3, reprobeSeconds: 120)

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -114,6 +115,33 @@ struct SmartDialerDriverTests {
         try answerProbe(first, on: loop)
         guard case .using? = report.value else { Issue.record("\(String(describing: report.result))"); return }
         #expect(store.winner(on: "home") == "key-0")
+        dialer.stop()
+    }
+
+    @Test("Moving to another network starts a race at once, with the winner remembered for that network first")
+    func followsANetworkChange() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raha-smart-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = PathMemory(directory: directory)
+        try store.remember("key-1", on: "cafe")
+        let loop = EmbeddedEventLoop()
+        let first = FakeDialer(loop: loop), second = FakeDialer(loop: loop)
+        let network = NIOLockedValueBox("home")
+        var configuration = SmartDialer.Configuration(probe: ConnectivityProbe(url: try ProbeURL(parsing: probeURL)))
+        configuration.networkCheck = .seconds(10)
+        let dialer = SmartDialer(candidates: [first, second].enumerated().map { .init(dialer: $1, fingerprint: "key-\($0)") },
+                                 configuration: configuration, memory: .init(store: store, network: { network.withLockedValue { $0 } }),
+                                 eventLoop: loop, logger: Logger(label: "test"))
+        let report = Outcome(dialer.start())
+        loop.run()
+        try answerProbe(first, on: loop)
+        guard case .using? = report.value else { Issue.record("\(String(describing: report.result))"); return }
+        #expect(first.dialed.count == 1 && second.dialed.isEmpty)
+        loop.advanceTime(by: .seconds(10))
+        #expect(first.dialed.count == 1 && second.dialed.isEmpty, "a race started with no change of network")
+        network.withLockedValue { $0 = "cafe" }
+        loop.advanceTime(by: .seconds(10))
+        #expect(second.dialed.count == 1 && first.dialed.count == 1, "the winner remembered for the new network was not probed first")
         dialer.stop()
     }
 

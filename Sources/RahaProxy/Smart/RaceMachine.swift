@@ -52,7 +52,7 @@ public struct RaceMachine: Sendable {
 
     public let candidateCount: Int
     /// The order of a fresh race: the remembered winner first, then the rest in preference order.
-    public let preference: [Int]
+    public private(set) var preference: [Int]
     /// Seconds between background races while something works.
     public let reprobeSeconds: Int64
     /// Seconds before each race again after every candidate failed; the last repeats.
@@ -71,14 +71,27 @@ public struct RaceMachine: Sendable {
         precondition(candidateCount > 0, "at least one candidate")
         precondition(!backoffSeconds.isEmpty, "at least one backoff step")
         self.candidateCount = candidateCount
-        var order = Array(0..<candidateCount)
+        preference = Self.order(candidateCount, remembered: remembered)
+        self.reprobeSeconds = reprobeSeconds
+        self.backoffSeconds = backoffSeconds
+    }
+
+    private static func order(_ count: Int, remembered: Int?) -> [Int] {
+        var order = Array(0..<count)
         if let remembered, order.contains(remembered) {
             order.removeAll { $0 == remembered }
             order.insert(remembered, at: 0)
         }
-        preference = order
-        self.reprobeSeconds = reprobeSeconds
-        self.backoffSeconds = backoffSeconds
+        return order
+    }
+
+    /// The machine moved to another network (`remembered`: the winner written down for
+    /// it, if any): races now start with that one, and one starts at once. Streams keep
+    /// using the current winner until it ends (if it fails there, they re-race anyway).
+    public mutating func networkChanged(remembered: Int?) -> [Action] {
+        preference = Self.order(candidateCount, remembered: remembered)
+        consecutiveFailedRaces = 0
+        return startRace()
     }
 
     public var route: Route {

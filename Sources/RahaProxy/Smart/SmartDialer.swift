@@ -52,6 +52,9 @@ public final class SmartDialer: StreamDialer {
         public var dialDeadline: TimeAmount
         public var reprobeSeconds: Int64 = 300
         public var backoffSeconds: [Int64] = [5, 15, 60, 300]
+        /// How often to look whether the machine moved to another network (a new
+        /// default route or resolvers), which starts a race at once; nil: never.
+        public var networkCheck: TimeAmount? = .seconds(10)
 
         public init(probe: ConnectivityProbe) {
             self.probe = probe
@@ -94,16 +97,21 @@ public final class SmartDialer: StreamDialer {
     private let memory: Memory?
     private let state: NIOLockedValueBox<State>
     private let firstRace: EventLoopFuture<RaceReport>
+    private let network: @Sendable () -> String
+    /// The network last seen, and the task that looks again.
+    private let watch = NIOLockedValueBox<(network: String?, task: RepeatedTask?)>((nil, nil))
 
-    /// `eventLoop` runs the probes and timers.
+    /// `eventLoop` runs the probes and timers; `network` names the network the machine is
+    /// on (by default `memory`'s, else `NetworkIdentity.current`).
     public init(candidates: [Candidate], configuration: Configuration, memory: Memory? = nil,
-                eventLoop: EventLoop, logger: Logger) {
+                network: (@Sendable () -> String)? = nil, eventLoop: EventLoop, logger: Logger) {
         precondition(!candidates.isEmpty, "at least one candidate")
         self.candidates = candidates
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.logger = logger
         self.memory = memory
+        self.network = network ?? memory?.network ?? NetworkIdentity.current
         let remembered = memory.flatMap { memory in
             memory.store.winner(on: memory.network()).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
         }
@@ -120,7 +128,31 @@ public final class SmartDialer: StreamDialer {
     /// Starts the first race (if none ran yet) and reports its outcome.
     public func start() -> EventLoopFuture<RaceReport> {
         handle { machine, _ in machine.route == .wait && !machine.isRacing ? machine.startRace() : [] }
+        if let every = configuration.networkCheck {
+            let now = network()
+            let task = eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in self.checkNetwork() }
+            let previous = watch.withLockedValue { watch in
+                defer { watch = (now, task) }
+                return watch.task
+            }
+            previous?.cancel()
+        }
         return firstRace
+    }
+
+    /// Starts a race at once when the network changed since the last look.
+    func checkNetwork() {
+        let now = network()
+        let changed = watch.withLockedValue { watch in
+            defer { watch.network = now }
+            return watch.network != nil && watch.network != now
+        }
+        guard changed else { return }
+        logger.info("the network changed: racing the transports again")
+        let remembered = memory.flatMap { memory in
+            memory.store.winner(on: now).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
+        }
+        handle { machine, _ in machine.networkChanged(remembered: remembered) }
     }
 
     public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
@@ -227,6 +259,7 @@ public final class SmartDialer: StreamDialer {
 
     /// Stops racing: no more probes or timers (streams already open are not touched).
     public func stop() {
+        watch.withLockedValue { $0.task }?.cancel()
         let waiters = state.withLockedValue { state in
             defer { state.waiters = []; state.stopped = true }
             return state.waiters
