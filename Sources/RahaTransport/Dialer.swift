@@ -28,7 +28,7 @@ public func privacySafeReason(_ error: Error) -> String {
     if let error = error as? IOError { return "I/O error \(error.errnoCode)" }
     if let error = error as? ChannelError { return "channel error \(error)" }
     if let error = error as? WireError { return error.code.rawValue }
-    if error is NIOSSLError || error is BoringSSLError {
+    if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
         return "TLS handshake failed (certificate not trusted, not matching the pin, or not TLS)"
     }
     return String(describing: type(of: error))

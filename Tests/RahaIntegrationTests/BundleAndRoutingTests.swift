@@ -1,4 +1,8 @@
 import Foundation
+import NIOPosix
+import NIOSSL
+import RahaTransport
+import RahaWire
 import Testing
 
 extension RahaIntegration {
@@ -138,6 +142,29 @@ extension RahaIntegration {
             let broken = try writeTemporary("direct .ir\nsend .com\n", name: "broken.txt")
             let refused = try runCommand("raha connect", try Paths.rahaBinary(), ["connect", dead, "--rules", broken, "--listen", "127.0.0.1:\(try Ports.free())"])
             #expect(refused.status != 0 && refused.stderrText.contains("line 2: “send” is not an action"), "\(refused.output)")
+        }
+
+        @Test("Online configs over HTTPS (nginx): fetched when the certificate is trusted and names the host; refused, saying why, when it is not")
+        func sip008OverHTTPS() async throws {
+            let certificate = try TestCertificate.make(for: "localhost")
+            let site = try Nginx.httpsWebsite(certificate: certificate)
+            defer { site.stop() }
+            let document = sip008(port: 8388, password: randomPassword(), method: "aes-256-gcm")
+            try Data(document.utf8).write(to: site.prefix.appendingPathComponent("html/servers.json"))
+            let url = try WebURL(parsing: "https://localhost:\(site.port)/servers.json")
+            let trusting = WebFetcher(deadline: .seconds(10), trustRoots: .file(certificate.certificateFile))
+            let body = try await trusting.get(url, group: MultiThreadedEventLoopGroup.singleton)
+            #expect(body == Array(document.utf8))
+            #expect(try SIP008.decode(body).count == 1)
+
+            // The machine's CAs do not know the test certificate; nor does it name 127.0.0.1.
+            await #expect { try await WebFetcher().get(url, group: MultiThreadedEventLoopGroup.singleton) } throws: { error in
+                "\(error)".contains("the TLS handshake failed") && !"\(error)".contains("servers.json")
+            }
+            let byAddress = try WebURL(parsing: "https://127.0.0.1:\(site.port)/servers.json")
+            await #expect { try await trusting.get(byAddress, group: MultiThreadedEventLoopGroup.singleton) } throws: { error in
+                "\(error)".contains("the TLS handshake failed")
+            }
         }
     }
 }
