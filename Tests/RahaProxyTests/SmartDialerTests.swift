@@ -97,11 +97,15 @@ struct SmartDialerDriverTests {
                     memory: memory, eventLoop: loop, logger: Logger(label: "test"))
     }
 
-    @Test("The winner remembered for this network is probed first, and a new winner is written down for it")
-    func remembersPerNetwork() throws {
+    /// A path memory in a directory of its own, removed afterwards.
+    private func withStore(_ body: (PathMemory) throws -> Void) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raha-smart-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store = PathMemory(directory: directory)
+        try body(PathMemory(directory: directory))
+    }
+
+    @Test("The winner remembered for this network is probed first, and a new winner is written down for it")
+    func remembersPerNetwork() throws { try withStore { store in
         try store.remember("key-1", on: "home")
         let loop = EmbeddedEventLoop()
         let first = FakeDialer(loop: loop), second = FakeDialer(loop: loop)
@@ -116,22 +120,16 @@ struct SmartDialerDriverTests {
         guard case .using? = report.value else { Issue.record("\(String(describing: report.result))"); return }
         #expect(store.winner(on: "home") == "key-0")
         dialer.stop()
-    }
+    } }
 
     @Test("Moving to another network starts a race at once, with the winner remembered for that network first")
-    func followsANetworkChange() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("raha-smart-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let store = PathMemory(directory: directory)
+    func followsANetworkChange() throws { try withStore { store in
         try store.remember("key-1", on: "cafe")
         let loop = EmbeddedEventLoop()
         let first = FakeDialer(loop: loop), second = FakeDialer(loop: loop)
         let network = NIOLockedValueBox("home")
-        var configuration = SmartDialer.Configuration(probe: ConnectivityProbe(url: try ProbeURL(parsing: probeURL)))
-        configuration.networkCheck = .seconds(10)
-        let dialer = SmartDialer(candidates: [first, second].enumerated().map { .init(dialer: $1, fingerprint: "key-\($0)") },
-                                 configuration: configuration, memory: .init(store: store, network: { network.withLockedValue { $0 } }),
-                                 eventLoop: loop, logger: Logger(label: "test"))
+        // The default configuration looks at the network every 10 s.
+        let dialer = try smart([first, second], on: loop, memory: .init(store: store, network: { network.withLockedValue { $0 } }))
         let report = Outcome(dialer.start())
         loop.run()
         try answerProbe(first, on: loop)
@@ -143,7 +141,7 @@ struct SmartDialerDriverTests {
         loop.advanceTime(by: .seconds(10))
         #expect(second.dialed.count == 1 && first.dialed.count == 1, "the winner remembered for the new network was not probed first")
         dialer.stop()
-    }
+    } }
 
     /// Answers the newest stream of `dialer` (a probe) with a status line.
     private func answerProbe(_ dialer: FakeDialer, on loop: EmbeddedEventLoop) throws {
