@@ -301,7 +301,7 @@ private func message(qd: UInt16 = 1, an: UInt16 = 0, ns: UInt16 = 0, ar: UInt16 
         expectMalformed(bytes, "which need at least")
         bytes = compressedAnswerVector
         bytes[7] = 2
-        expectMalformed(bytes, "")
+        expectMalformed(bytes, "a domain name at offset 49 runs past the end of the 49-byte message")
         expectMalformed(compressedAnswerVector + [0], "1 bytes follow the last record")
     }
 
