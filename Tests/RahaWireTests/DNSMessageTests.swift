@@ -176,6 +176,35 @@ private func message(qd: UInt16 = 1, an: UInt16 = 0, ns: UInt16 = 0, ar: UInt16 
     }
 }
 
+/// Queries sent by DiG 9.18.49 (Debian 12) to a local UDP socket that printed them:
+/// `dig +bufsize=1232 +nocookie aBc.T.Example.com TXT` and `dig www.example.com A`
+/// (which adds an EDNS0 cookie). DiG sets RD and AD.
+private let digTXTQuery = hex("8e4b01200001000000000001036142630154074578616d706c6503636f6d000010000100002904d0000000000000")
+private let digCookieQuery = hex("a21a0120000100000000000103777777076578616d706c6503636f6d000001000100002904d000000000000c000a0008778efd7ef19d531c")
+
+@Suite struct DNSMessageDigTests {
+    @Test func digQueriesParseAndReencodeExactly() throws {
+        let txt = try DNSMessage(parsing: digTXTQuery)
+        #expect(txt.id == 0x8E4B && txt.recursionDesired && txt.authenticData && !txt.isResponse)
+        #expect(txt.questions == [DNSQuestion(name: name("abc.t.example.com"), type: .txt)])
+        #expect(txt.questions[0].name.labels(relativeTo: name("t.example.com")) == [label("aBc")])
+        #expect(txt.edns == EDNS(udpPayloadSize: 1232))
+        #expect(try txt.serialize() == digTXTQuery)
+
+        let cookie = try DNSMessage(parsing: digCookieQuery)
+        #expect(cookie.edns?.options == [EDNSOption(code: 10, data: hex("778efd7ef19d531c"))])
+        #expect(cookie.maxUDPResponseLength == 1232)
+        #expect(try cookie.serialize() == digCookieQuery)
+
+        let response = DNSMessage.response(to: txt, answers: [
+            DNSRecord(name: txt.questions[0].name, ttl: 0, data: .txt(DNSTXT.split(Array(repeating: 7, count: 300)))),
+        ])
+        let echoed = try DNSMessage(parsing: response.serialize())
+        #expect(echoed.questions[0].name.labels == txt.questions[0].name.labels, "0x20 case echoed")
+        #expect(echoed.answers[0].data == .txt([Array(repeating: 7, count: 255), Array(repeating: 7, count: 45)]))
+    }
+}
+
 @Suite struct DNSMessageRoundTripTests {
     @Test func everyRecordTypeAndFlagRoundTrips() throws {
         for compress in [true, false] {
