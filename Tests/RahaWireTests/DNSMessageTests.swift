@@ -182,8 +182,16 @@ private func message(qd: UInt16 = 1, an: UInt16 = 0, ns: UInt16 = 0, ar: UInt16 
 private let digTXTQuery = hex("8e4b01200001000000000001036142630154074578616d706c6503636f6d000010000100002904d0000000000000")
 private let digCookieQuery = hex("a21a0120000100000000000103777777076578616d706c6503636f6d000001000100002904d000000000000c000a0008778efd7ef19d531c")
 
+/// Responses from unbound 1.17.1 serving a static local zone t.example.com
+/// (SOA ns1.t.example.com. hostmaster.t.example.com. 7 3600 600 86400 60;
+/// abc TXT with the strings `"hello"` and `"world"`, quotes included):
+/// the answer to `digTXTQuery`, echoing its letter case, and NXDOMAIN for
+/// "zzz.t.example.com. A" with EDNS0, whose SOA names are compressed.
+private let unboundTXTResponse = hex("8e4b85800001000100000001036142630154074578616d706c6503636f6d0000100001c00c001000010000003c0010072268656c6c6f220722776f726c642200002904d0000000000000")
+private let unboundNXDOMAIN = hex("000285830001000000010001037a7a7a0174076578616d706c6503636f6d0000010001c010000600010000003c0027036e7331c0100a686f73746d6173746572c0100000000700000e1000000258000151800000003c00002904d0000000000000")
+
 @Suite struct DNSMessageDigTests {
-    @Test func digQueriesParseAndReencodeExactly() throws {
+    @Test func digAndUnboundMessagesParseAndReencodeExactly() throws {
         let txt = try DNSMessage(parsing: digTXTQuery)
         #expect(txt.id == 0x8E4B && txt.recursionDesired && txt.authenticData && !txt.isResponse)
         #expect(txt.questions == [DNSQuestion(name: name("abc.t.example.com"), type: .txt)])
@@ -195,6 +203,20 @@ private let digCookieQuery = hex("a21a0120000100000000000103777777076578616d706c
         #expect(cookie.edns?.options == [EDNSOption(code: 10, data: hex("778efd7ef19d531c"))])
         #expect(cookie.maxUDPResponseLength == 1232)
         #expect(try cookie.serialize() == digCookieQuery)
+
+        let unbound = try DNSMessage(parsing: unboundTXTResponse)
+        #expect(unbound.isResponse && unbound.authoritative && unbound.recursionDesired && unbound.recursionAvailable)
+        #expect(unbound.questions[0].name.labels == txt.questions[0].name.labels, "unbound echoes the case")
+        #expect(unbound.answers == [DNSRecord(name: txt.questions[0].name, ttl: 60,
+                                              data: .txt([label("\"hello\""), label("\"world\"")]))])
+        #expect(try unbound.serialize() == unboundTXTResponse)
+
+        let nxdomain = try DNSMessage(parsing: unboundNXDOMAIN)
+        #expect(nxdomain.rcode == .nameError && nxdomain.answers.isEmpty && nxdomain.edns0PayloadSize == 1232)
+        #expect(nxdomain.authorities == [DNSRecord(name: name("t.example.com"), ttl: 60, data: .soa(DNSSOA(
+            primaryServer: name("ns1.t.example.com"), responsibleMailbox: name("hostmaster.t.example.com"),
+            serial: 7, refresh: 3600, retry: 600, expire: 86400, minimum: 60)))])
+        #expect(try nxdomain.serialize() == unboundNXDOMAIN)
 
         let response = DNSMessage.response(to: txt, answers: [
             DNSRecord(name: txt.questions[0].name, ttl: 0, data: .txt(DNSTXT.split(Array(repeating: 7, count: 300)))),
@@ -441,7 +463,8 @@ private let digCookieQuery = hex("a21a0120000100000000000103777777076578616d706c
 
     @Test func mutatedMessagesNeverTrap() throws {
         var rng = SeededGenerator(seed: 0x5EED)
-        let seeds = try [queryVector, compressedAnswerVector, txtVector, nxdomainVector, everything.serialize()]
+        let seeds = try [queryVector, compressedAnswerVector, txtVector, nxdomainVector, digCookieQuery,
+                         unboundTXTResponse, unboundNXDOMAIN, everything.serialize()]
         var parsed = 0
         for round in 0..<5_000 {
             var bytes = seeds[round % seeds.count]
