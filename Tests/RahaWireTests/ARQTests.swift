@@ -29,6 +29,9 @@ struct ARQWorld {
     var now: Duration = .zero
     var wire: [(at: Duration, toServer: Bool, bytes: [UInt8])] = []
     var clientSendTimes: [Duration] = []
+    /// When each direction had delivered everything.
+    var uploadDone: Duration?
+    var downloadDone: Duration?
 
     init(session: UInt64 = 0xFFFB_6C1F_FFF8_5EDF, link: LinkProfile, seed: UInt64 = 1, client: ARQConnection.Configuration = .init(), server: ARQConnection.Configuration = .init()) {
         self.client = ARQConnection(session: session, role: .client, configuration: client)
@@ -61,6 +64,8 @@ struct ARQWorld {
             offer(download, sent: &downSent, to: &server)
             up += server.readable()
             down += client.readable()
+            if uploadDone == nil && up.count == upload.count { uploadDone = now }
+            if downloadDone == nil && down.count == download.count { downloadDone = now }
             if client.state == .closed && server.state == .closed { break }
             while let segment = client.nextSegment(now: now, budget: Self.upBudget) {
                 clientSendTimes.append(now)
@@ -102,6 +107,21 @@ struct ARQWorld {
             sent += connection.send(Array(data[sent ..< min(sent + chunk, data.count)]))
         }
         if sent == data.count { connection.close() }
+    }
+}
+
+extension ARQConnection {
+    /// The next segment, failing the test when there is none. (Mutating
+    /// calls cannot go inside `#require` and `#expect`.)
+    mutating func requireSegment(now: Duration, budget: Int = 500) throws -> ARQSegment {
+        let segment = nextSegment(now: now, budget: budget)
+        return try #require(segment)
+    }
+
+    /// Delivered bytes not yet read, without reading them.
+    var bufferedReadable: [UInt8] {
+        var copy = self
+        return copy.readable()
     }
 }
 
@@ -207,40 +227,41 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     @Test func rtoBacksOffAndResetsAfterProgress() throws {
         var c = sender()
         c.send([1, 2, 3])
-        let first = try #require(c.nextSegment(now: .zero, budget: 500))
+        let first = try c.requireSegment(now: .zero, budget: 500)
         c.receive(ack(c, through: first.sequence &+ 3), now: .milliseconds(100))
         #expect(c.smoothedRTT == .milliseconds(100))
         #expect(c.retransmissionTimeout == .milliseconds(300), "100 ms + 4 x 50 ms")
         #expect(c.nextDeadline() == nil)
 
         c.send([4])
-        let second = try #require(c.nextSegment(now: .seconds(1), budget: 500))
+        let second = try c.requireSegment(now: .seconds(1), budget: 500)
         var t: Duration = .seconds(1)
         for expected in [300, 600, 1200, 2000, 2000] as [Int64] {
-            #expect(c.nextSegment(now: t + .milliseconds(expected) - .milliseconds(1), budget: 500) == nil)
+            let early = c.nextSegment(now: t + .milliseconds(expected) - .milliseconds(1), budget: 500)
+            #expect(early == nil)
             t += .milliseconds(expected)
             #expect(c.nextDeadline() == t)
-            let again = try #require(c.nextSegment(now: t, budget: 500))
+            let again = try c.requireSegment(now: t, budget: 500)
             #expect(again.sequence == second.sequence && again.payload == [4])
         }
         #expect(c.counters.timeouts == 5 && c.counters.retransmissions == 5)
         c.receive(ack(c, through: second.sequence &+ 1), now: t + .milliseconds(50))
         #expect(c.retransmissionTimeout == .milliseconds(300), "progress ends the backoff")
         c.send([5])
-        _ = try #require(c.nextSegment(now: t + .seconds(1), budget: 500))
+        _ = try c.requireSegment(now: t + .seconds(1), budget: 500)
         #expect(c.nextDeadline() == t + .seconds(1) + .milliseconds(300))
     }
 
     @Test func karnsRuleTakesNoSampleFromRetransmissions() throws {
         var c = sender()
         c.send([1])
-        let first = try #require(c.nextSegment(now: .zero, budget: 500))
+        let first = try c.requireSegment(now: .zero, budget: 500)
         #expect(c.nextDeadline() == .seconds(1))
-        _ = try #require(c.nextSegment(now: .seconds(1), budget: 500))
+        _ = try c.requireSegment(now: .seconds(1), budget: 500)
         c.receive(ack(c, through: first.sequence &+ 1), now: .seconds(1) + .milliseconds(30))
         #expect(c.smoothedRTT == nil, "the ack may be for either transmission")
         c.send([2])
-        let second = try #require(c.nextSegment(now: .seconds(2), budget: 500))
+        let second = try c.requireSegment(now: .seconds(2), budget: 500)
         c.receive(ack(c, through: second.sequence &+ 1), now: .seconds(2) + .milliseconds(80))
         #expect(c.smoothedRTT == .milliseconds(80))
     }
@@ -254,7 +275,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         let base = sent[0].sequence
         c.receive(ack(c, through: base, blocks: [.init(start: base &+ 100, end: base &+ 400)]), now: .milliseconds(100))
         #expect(c.counters.fastRetransmits == 1)
-        let resent = try #require(c.nextSegment(now: .milliseconds(100), budget: 500))
+        let resent = try c.requireSegment(now: .milliseconds(100), budget: 500)
         #expect(resent.sequence == base && resent.payload.count == 100)
         #expect(c.counters.retransmissions == 1 && c.counters.timeouts == 0)
     }
@@ -263,33 +284,35 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         var server = ARQConnection(session: 9, role: .server)
         var client = ARQConnection(session: 9, role: .client)
         client.send(Array("abc".utf8))
-        let segment = try #require(client.nextSegment(now: .zero, budget: 140))
+        let segment = try client.requireSegment(now: .zero, budget: 140)
         server.receive(segment, now: .milliseconds(10))
         server.receive(segment, now: .milliseconds(11))
-        #expect(server.readable() == Array("abc".utf8))
+        let read = server.readable()
+        #expect(read == Array("abc".utf8))
         #expect(server.counters.duplicatesDropped == 1)
         #expect(server.nextDeadline() == .milliseconds(11), "a duplicate is acked at once")
         let reply = server.answer(now: .milliseconds(11), budget: 900)
+        #expect(reply.isAckOnly)
         #expect(reply.acknowledgement == segment.sequence &+ 3)
 
         var stranger = segment
         stranger.session = 10
         server.receive(stranger, now: .milliseconds(12))
         #expect(server.counters.foreignDropped == 1)
-        #expect(server.readable().isEmpty)
+        #expect(server.bufferedReadable.isEmpty)
 
         var far = segment
         far.sequence = segment.sequence &+ 1_000_000
         server.receive(far, now: .milliseconds(13))
         #expect(server.counters.outOfWindowDropped == 1)
-        #expect(server.readable().isEmpty)
+        #expect(server.bufferedReadable.isEmpty)
     }
 
     @Test func sendBufferIsBounded() throws {
         var c = sender(.init(sendBufferLimit: 1000))
         #expect(c.send(Array(repeating: 1, count: 1500)) == 1000)
         #expect(c.send([2]) == 0)
-        let first = try #require(c.nextSegment(now: .zero, budget: ARQSegment.headerLength + 300))
+        let first = try c.requireSegment(now: .zero, budget: ARQSegment.headerLength + 300)
         #expect(c.send([2]) == 0, "sent but unacknowledged bytes still take room")
         c.receive(ack(c, through: first.sequence &+ 300), now: .milliseconds(50))
         #expect(c.send(Array(repeating: 3, count: 500)) == 300)
@@ -302,7 +325,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         var client = ARQConnection(session: 3, role: .client)
         var server = ARQConnection(session: 3, role: .server)
         client.reset()
-        let segment = try #require(client.nextSegment(now: .zero, budget: 140))
+        let segment = try client.requireSegment(now: .zero, budget: 140)
         #expect(segment.flags.contains(.reset))
         server.receive(try ARQSegment(decoding: segment.encoded()), now: .milliseconds(40))
         #expect(client.state == .reset && server.state == .reset)

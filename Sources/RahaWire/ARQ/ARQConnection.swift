@@ -180,7 +180,8 @@ public struct ARQConnection: Sendable {
     private var lastSentAt: Duration?
     private var idleInterval: Duration
     private var peerHasMore = false
-    private var outstandingQueries = 0
+    /// When the last `Polling.maximumOutstanding` segments were sent, oldest first.
+    private var recentSends: [Duration] = []
     private var closedAt: Duration?
 
     private var resetState = false
@@ -277,7 +278,6 @@ public struct ARQConnection: Sendable {
             abort()
             return
         }
-        outstandingQueries = max(0, outstandingQueries - 1)
         peerHasMore = segment.flags.contains(.more)
         if segment.carriesData || peerHasMore || segment.flags.contains(.fin) {
             idleInterval = configuration.polling.minimumInterval
@@ -342,15 +342,18 @@ public struct ARQConnection: Sendable {
         }
     }
 
-    /// A segment is lost when three segments sent after it have been acked.
+    /// A segment is lost when three segments sent after it have been acked,
+    /// or, with fewer in flight, all the others (early retransmit, RFC 5827),
+    /// so that a small window need not wait for the RTO.
     private mutating func detectLosses() {
         guard flights.contains(where: \.sacked) else { return }
+        let threshold = min(3, max(1, flights.count - 1))
         var laterSacked = 0
         var newLoss = false
         for i in flights.indices.sorted(by: { flights[$0].sendOrder > flights[$1].sendOrder }) {
             if flights[i].sacked {
                 laterSacked += 1
-            } else if !flights[i].lost && laterSacked >= 3 {
+            } else if !flights[i].lost && laterSacked >= threshold {
                 flights[i].lost = true
                 counters.fastRetransmits += 1
                 newLoss = true
@@ -359,7 +362,7 @@ public struct ARQConnection: Sendable {
         if newLoss && recoveryEnd == nil {
             recoveryEnd = sendNext
             fastRecovery = true
-            congestionWindow = max(1, congestionWindow / 2)
+            congestionWindow = max(min(congestionWindow, 2), congestionWindow / 2)
             slowStartThreshold = congestionWindow
             retransmitCredit = 1
         }
@@ -491,14 +494,13 @@ public struct ARQConnection: Sendable {
             return stamp(segment, now: now)
         }
         let ackDue = ackDeadline.map { $0 <= now } ?? false
-        let pollDue = pollDeadline().map { $0 <= now } ?? false
-        guard ackDue || pollDue else { return nil }
+        let pipelineDue = pipelineDeadline().map { $0 <= now } ?? false
+        let idleDue = idleDeadline().map { $0 <= now } ?? false
+        guard ackDue || pipelineDue || idleDue else { return nil }
         if role == .client {
             segment.flags.insert(.poll)
-            if pollDue && !ackDue && !pipelining {
-                // An idle poll: answers to earlier queries are presumed lost.
-                outstandingQueries = 0
-                if !peerHasMore { idleInterval = min(idleInterval * 2, configuration.polling.maximumInterval) }
+            if idleDue && !ackDue && !pipelineDue && !peerHasMore {
+                idleInterval = min(idleInterval * 2, configuration.polling.maximumInterval)
             }
         }
         return stamp(segment, now: now)
@@ -521,7 +523,7 @@ public struct ARQConnection: Sendable {
         guard !resetState else { return nil }
         var deadlines: [Duration] = []
         if let rto = rtoDeadline { deadlines.append(rto) }
-        for pure in [ackDeadline, pollDeadline()].compactMap({ $0 }) { deadlines.append(max(pure, pacedUntil ?? pure)) }
+        for pure in [ackDeadline, pipelineDeadline(), idleDeadline()].compactMap({ $0 }) { deadlines.append(max(pure, pacedUntil ?? pure)) }
         if (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil {
             deadlines.append(pacedUntil ?? .zero)
         }
@@ -546,16 +548,22 @@ public struct ARQConnection: Sendable {
         return (length, fin)
     }
 
-    /// The server said it has more, and there is room for another query.
-    private var pipelining: Bool {
-        peerHasMore && outstandingQueries < configuration.polling.maximumOutstanding
+    private var polls: Bool { role == .client && !(state == .closed && lingerOver) }
+
+    /// While the server says it has more, the client keeps up to
+    /// `maximumOutstanding` queries per round trip going. Counting sends per
+    /// round trip rather than answers per query keeps duplicated answers
+    /// (resolver retries) from multiplying the polls.
+    private func pipelineDeadline() -> Duration? {
+        guard polls, peerHasMore else { return nil }
+        guard recentSends.count >= configuration.polling.maximumOutstanding, let oldest = recentSends.first else { return lastSentAt ?? .zero }
+        return oldest + (smoothedRTT ?? configuration.polling.minimumInterval)
     }
 
-    /// When the client should poll (nil for a server, and after the linger).
-    private func pollDeadline() -> Duration? {
-        guard role == .client, !(state == .closed && lingerOver) else { return nil }
-        guard let lastSentAt else { return .zero }
-        return pipelining ? lastSentAt : lastSentAt + idleInterval
+    /// When the client polls with nothing else to do (at once before anything was sent).
+    private func idleDeadline() -> Duration? {
+        guard polls else { return nil }
+        return lastSentAt.map { $0 + idleInterval } ?? .zero
     }
 
     private var lingerOver: Bool {
@@ -643,7 +651,10 @@ public struct ARQConnection: Sendable {
         if role == .server && hasPendingOutput { segment.flags.insert(.more) }
         counters.segmentsSent += 1
         lastSentAt = now
-        outstandingQueries += 1
+        if role == .client {
+            recentSends.append(now)
+            if recentSends.count > configuration.polling.maximumOutstanding { recentSends.removeFirst() }
+        }
         ackDeadline = nil
         unackedSegments = 0
         advertisedWindow = segment.windowBytes
