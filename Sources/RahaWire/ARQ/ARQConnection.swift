@@ -8,13 +8,14 @@
 /// it likes, each segment in a query; the server (the answering side) sends
 /// only in answers, so its transport calls `answer(now:budget:)` once per
 /// query. The client polls (empty segments flagged `poll`) when the server
-/// said it has more, keeping up to `Polling.maximumOutstanding` queries in
-/// flight, and otherwise at an idle interval that backs off.
+/// said it has more, up to `Polling.maximumOutstanding` queries per round
+/// trip, and otherwise at an idle interval that backs off.
 ///
 /// Reliability: byte sequence numbers with cumulative and selective acks
 /// (`ARQSegment`), retransmission on RTO (RFC 6298 estimation, Karn's rule,
 /// exponential backoff between a floor and a ceiling) and fast retransmit
-/// when acks show three segments sent later have arrived. Congestion: AIMD
+/// when acks show three segments sent later have arrived (fewer when fewer
+/// are in flight). Congestion: AIMD
 /// on a window counted in segments (slow start, halve once per loss event,
 /// one segment after a timeout), the peer's receive window, and an optional
 /// rate cap in segments per second spaced evenly, so a client can stay
@@ -40,7 +41,7 @@ public struct ARQConnection: Sendable {
         public var minimumInterval: Duration
         /// ... and back off, doubling, to this one.
         public var maximumInterval: Duration
-        /// Queries in flight at once while the server has more to send.
+        /// Queries per round trip while the server has more to send.
         public var maximumOutstanding: Int
         /// How long to keep polling once closed, so that a server whose
         /// last ack was lost can still be answered.
