@@ -280,6 +280,29 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(c.counters.retransmissions == 1 && c.counters.timeouts == 0)
     }
 
+    @Test func retransmissionsFitASmallerBudget() throws {
+        var c = sender()
+        c.send(Array(0 ..< 250))
+        c.close()
+        let first = try c.requireSegment(now: .zero, budget: ARQSegment.headerLength + 300)
+        #expect(first.payload.count == 250 && first.flags.contains(.fin))
+        var resent: [ARQSegment] = []
+        var now: Duration = .seconds(1)
+        while resent.count < 3 {
+            guard let segment = c.nextSegment(now: now, budget: ARQSegment.headerLength + 100) else {
+                now = try #require(c.nextDeadline())
+                continue
+            }
+            resent.append(segment)
+            c.receive(ack(c, through: segment.sequence &+ UInt32(segment.payload.count)), now: now + .milliseconds(10))
+        }
+        #expect(resent.map(\.payload.count) == [100, 100, 50])
+        #expect(resent.map { $0.flags.contains(.fin) } == [false, false, true])
+        #expect(resent.map(\.sequence) == [first.sequence, first.sequence &+ 100, first.sequence &+ 200])
+        c.receive(ack(c, through: first.sequence &+ 251), now: now + .milliseconds(20))
+        #expect(c.bufferedBytes == 0 && c.nextDeadline() == nil)
+    }
+
     @Test func duplicatesAreAckedAgainButDeliveredOnce() throws {
         var server = ARQConnection(session: 9, role: .server)
         var client = ARQConnection(session: 9, role: .client)
