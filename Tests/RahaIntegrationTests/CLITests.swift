@@ -62,6 +62,17 @@ extension RahaIntegration {
             }
         }
 
+        @Test("raha connect on a port already taken: non-zero exit, one Error: line saying it cannot listen, no crash")
+        func portTaken() throws {
+            let key = ssURI(method: "aes-128-gcm", password: randomPassword(), port: try Ports.free())
+            let (first, port) = try Peers.connect([key])
+            defer { first.stop() }
+            let second = try raha(["connect", key, "--listen", "127.0.0.1:\(port)", "--no-memory"])
+            #expect(second.status != 0)
+            #expect(errorLines(second).count == 1 && errorLines(second).first?.contains("cannot listen on 127.0.0.1:\(port)") == true, "\(second.output)")
+            #expect(!second.output.contains("Fatal error") && !second.output.contains("crashed"), "\(second.output)")
+        }
+
         @Test("raha key new --host 192.0.2.1 --no-qr prints one key that raha connect accepts; a key from key new works end to end")
         func keyNew() throws {
             let result = try raha(["key", "new", "--host", "192.0.2.1", "--no-qr"])

@@ -258,14 +258,19 @@ public final class SmartDialer: StreamDialer {
     }
 
     /// Stops racing: no more probes or timers (streams already open are not touched).
+    /// Whoever still waits for a race, or for the first one's report, is told so.
     public func stop() {
         watch.withLockedValue { $0.task }?.cancel()
-        let waiters = state.withLockedValue { state in
-            defer { state.waiters = []; state.stopped = true }
-            return state.waiters
+        let (waiters, first) = state.withLockedValue { state in
+            defer { state.waiters = []; state.firstReport = nil; state.stopped = true }
+            return (state.waiters, state.firstReport)
         }
-        waiters.forEach { $0.fail(TransportFailure("the proxy is shutting down")) }
+        let stopping = TransportFailure("the proxy is shutting down")
+        waiters.forEach { $0.fail(stopping) }
+        first?.fail(stopping)
     }
+
+    deinit { stop() }
 }
 
 extension RaceMachine.Action {
