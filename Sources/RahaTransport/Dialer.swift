@@ -22,13 +22,18 @@ public protocol PacketAssociation: Sendable {
     func close()
 }
 
+/// Whether a connection failed in its TLS handshake or certificate check.
+public func isTLSFailure(_ error: Error) -> Bool {
+    error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError
+}
+
 /// A description of a connection failure that is safe to log: the kind of
 /// failure and the error number, never an address or a name.
 public func privacySafeReason(_ error: Error) -> String {
     if let error = error as? IOError { return "I/O error \(error.errnoCode)" }
     if let error = error as? ChannelError { return "channel error \(error)" }
     if let error = error as? WireError { return error.code.rawValue }
-    if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+    if isTLSFailure(error) {
         return "TLS handshake failed (certificate not trusted, not matching the pin, or not TLS)"
     }
     return String(describing: type(of: error))

@@ -104,7 +104,7 @@ public struct WebFetcher: Sendable {
     }
 
     private static func describe(_ error: Error) -> String {
-        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+        if isTLSFailure(error) {
             return "the TLS handshake failed (the certificate is not trusted or not for this host)"
         }
         if let error = error as? IOError { return "cannot connect (error \(error.errnoCode))" }

@@ -74,10 +74,7 @@ struct ConnectCommand: AsyncParsableCommand {
         let front = ProxyFront(configuration: .init(listen: listenAt, credentials: credentials),
                                dialer: rules.map { RoutingDialer(rules: $0, tunnel: tunnel, logger: logger) } ?? tunnel,
                                group: group, logger: logger)
-        do { try await front.start() } catch {
-            tunnel.stop()
-            throw UsageFailure("cannot listen on \(listen): \(error)")
-        }
+        do { try await front.start() } catch { throw UsageFailure("cannot listen on \(listen): \(error)") }
         let bound = front.localAddress.map { "\($0.ipAddress ?? listenAt.hostText):\($0.port ?? 0)" } ?? listen
         print("Local proxy (SOCKS5 and HTTP) listening on \(bound), through \(dialers.count) access key\(dialers.count == 1 ? "" : "s")")
         fflush(stdout)

@@ -28,12 +28,18 @@ private let dns = Endpoint(host: .ipv4([192, 0, 2, 53]), port: 53)
 private let named = Endpoint(host: .domain("example.org"), port: 443)
 
 @Suite struct TrojanServerCodecUDPTests {
-    @Test func anAuthenticatedUDPAssociateBecomesAnEventThenTheFramesByteByByte() throws {
+    /// A connected server codec for the password "right", its fallback sites and what it passes on.
+    private func codec() throws -> (FakeSite, UDPRecorder, EmbeddedChannel) {
         let site = FakeSite(loop: EmbeddedEventLoop())
         let recorder = UDPRecorder()
         let channel = EmbeddedChannel(loop: site.loop)
         try channel.pipeline.syncOperations.addHandlers([TrojanServerCodec(passwords: ["right"], fallback: site.dialer), recorder])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (site, recorder, channel)
+    }
+
+    @Test func anAuthenticatedUDPAssociateBecomesAnEventThenTheFramesByteByByte() throws {
+        let (site, recorder, channel) = try codec()
         var header = ByteBuffer()
         // The destination in the header is whatever the client chose (here 0.0.0.0:0).
         Trojan.writeHeader(passwordHash: Trojan.passwordHash("right"),
@@ -47,11 +53,7 @@ private let named = Endpoint(host: .domain("example.org"), port: 443)
     }
 
     @Test func aUDPAssociateWithAWrongPasswordGoesToTheSite() throws {
-        let site = FakeSite(loop: EmbeddedEventLoop())
-        let recorder = UDPRecorder()
-        let channel = EmbeddedChannel(loop: site.loop)
-        try channel.pipeline.syncOperations.addHandlers([TrojanServerCodec(passwords: ["right"], fallback: site.dialer), recorder])
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let (site, recorder, channel) = try codec()
         var header = ByteBuffer()
         Trojan.writeHeader(passwordHash: Trojan.passwordHash("wrong"), request: .init(command: .udpAssociate, destination: dns), to: &header)
         let sent = Array(header.readableBytesView) + frames([.init(endpoint: dns, payload: ByteBuffer(string: "q"))])

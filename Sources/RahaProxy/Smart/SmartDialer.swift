@@ -112,9 +112,7 @@ public final class SmartDialer: StreamDialer {
         self.logger = logger
         self.memory = memory
         self.network = network ?? memory?.network ?? NetworkIdentity.current
-        let remembered = memory.flatMap { memory in
-            memory.store.winner(on: memory.network()).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
-        }
+        let remembered = memory.flatMap { Self.remembered(in: $0, on: $0.network(), among: candidates) }
         let promise = eventLoop.makePromise(of: RaceReport.self)
         firstRace = promise.futureResult
         state = NIOLockedValueBox(State(
@@ -140,6 +138,11 @@ public final class SmartDialer: StreamDialer {
         return firstRace
     }
 
+    /// The candidate written down as the winner on `network`, if any.
+    private static func remembered(in memory: Memory, on network: String, among candidates: [Candidate]) -> Int? {
+        memory.store.winner(on: network).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
+    }
+
     /// Starts a race at once when the network changed since the last look.
     func checkNetwork() {
         let now = network()
@@ -149,9 +152,7 @@ public final class SmartDialer: StreamDialer {
         }
         guard changed else { return }
         logger.info("the network changed: racing the transports again")
-        let remembered = memory.flatMap { memory in
-            memory.store.winner(on: now).flatMap { stored in candidates.firstIndex { $0.fingerprint == stored } }
-        }
+        let remembered = memory.flatMap { Self.remembered(in: $0, on: now, among: candidates) }
         handle { machine, _ in machine.networkChanged(remembered: remembered) }
     }
 
