@@ -29,16 +29,18 @@ public final class Bridge: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var listeners: [ShadowsocksKey]
         public var trojanListeners: [TrojanListener]
+        public var dnsListeners: [DNSTunnelListener]
         public var policy: ExitPolicy
         /// Idle connections close after this long; connections that failed
         /// authentication close after exactly the same time.
         public var idleTimeout: TimeAmount
         public var udpTimeout: TimeAmount
 
-        public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], policy: ExitPolicy = ExitPolicy(),
-                    idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120)) {
+        public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], dnsListeners: [DNSTunnelListener] = [],
+                    policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120)) {
             self.listeners = listeners
             self.trojanListeners = trojanListeners
+            self.dnsListeners = dnsListeners
             self.policy = policy
             self.idleTimeout = idleTimeout
             self.udpTimeout = udpTimeout
@@ -50,6 +52,7 @@ public final class Bridge: @unchecked Sendable {
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private var channels: [Channel] = []
+    private var dnsServers: [DNSTunnelServer] = []
 
     public init(configuration: Configuration, group: EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
@@ -62,6 +65,8 @@ public final class Bridge: @unchecked Sendable {
     public private(set) var boundAddresses: [SocketAddress] = []
     /// The same for the Trojan listeners.
     public private(set) var trojanBoundAddresses: [SocketAddress] = []
+    /// The same for the DNS tunnel listeners (UDP and TCP on each).
+    public private(set) var dnsBoundAddresses: [SocketAddress] = []
 
     public func start() async throws {
         let exit = Exit(policy: configuration.policy, threadPool: threadPool)
@@ -106,6 +111,11 @@ public final class Bridge: @unchecked Sendable {
             let channel = try await startTrojan(listener, fallback: fallbackAddress, exit: exit)
             channels.append(channel)
             trojanBoundAddresses.append(channel.localAddress!)
+        }
+        for listener in configuration.dnsListeners {
+            let server = DNSTunnelServer(listener: listener, eventLoop: group.next(), exit: exit, logger: logger)
+            dnsServers.append(server)
+            dnsBoundAddresses.append(try await server.start(group: group))
         }
     }
 
@@ -153,6 +163,8 @@ public final class Bridge: @unchecked Sendable {
     public func close() async {
         for channel in channels { try? await channel.close() }
         channels = []
+        for server in dnsServers { await server.close() }
+        dnsServers = []
     }
 }
 

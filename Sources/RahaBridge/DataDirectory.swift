@@ -98,3 +98,21 @@ public enum DefaultListener {
         return (key, true)
     }
 }
+
+/// The bridge's DNS tunnel key pair (X25519): made once, then kept in the
+/// data directory, so that `dns://` keys already given out keep working.
+public enum DNSTunnelIdentity {
+    public static let fileName = "dns-tunnel.key"
+
+    public static func loadOrCreate(in directory: DataDirectory) throws -> (keyPair: NoiseKeyPair, created: Bool) {
+        if let text = try directory.readSecret(fileName) {
+            guard let bytes = Base64.decode(text), let keyPair = try? NoiseKeyPair(privateKey: bytes) else {
+                throw DataDirectory.StorageError(description: "\(directory.path)/\(fileName) does not hold a DNS tunnel private key: remove it to make a new one (clients then need the new key)")
+            }
+            return (keyPair, false)
+        }
+        let keyPair = NoiseKeyPair.generate()
+        try directory.writeSecret(fileName, Base64.encode(keyPair.privateKey, urlSafe: true, padded: false))
+        return (keyPair, true)
+    }
+}

@@ -33,6 +33,7 @@ public func privacySafeReason(_ error: Error) -> String {
     if let error = error as? IOError { return "I/O error \(error.errnoCode)" }
     if let error = error as? ChannelError { return "channel error \(error)" }
     if let error = error as? WireError { return error.code.rawValue }
+    if let error = error as? DNSTunnelError { return error.description }
     if isTLSFailure(error) {
         return "TLS handshake failed (certificate not trusted, not matching the pin, or not TLS)"
     }

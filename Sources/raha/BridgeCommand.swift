@@ -27,10 +27,16 @@ struct BridgeCommand: AsyncParsableCommand {
           raha bridge 'trojan://PASSWORD@0.0.0.0:443?sni=www.example.org' --fallback 127.0.0.1:8080
           raha bridge 'trojan://PASSWORD@0.0.0.0:443?sni=site.example&type=ws&path=/SECRET' --cert fullchain.pem --key privkey.pem
           raha bridge 'trojan://PASSWORD@127.0.0.1:8081?security=none&type=ws&path=/SECRET'   (behind nginx or a CDN)
+          raha bridge 'dns://t.example.com@0.0.0.0:53'   (a DNS tunnel: delegate t.example.com to this machine)
+
+        DNS tunnel listeners (dns://ZONE@ADDRESS:PORT) answer as the authoritative server \
+        for ZONE on UDP and TCP; delegate the zone to this machine (NS record). The \
+        bridge's X25519 key is kept in the data directory and the printed dns:// key \
+        carries its public half.
         """
     )
 
-    @Argument(help: "Listeners as access keys (ss://… or trojan://…). Default: the stored default listener.")
+    @Argument(help: "Listeners as access keys (ss://… or trojan://…) or dns://ZONE@ADDRESS:PORT. Default: the stored default listener.")
     var listeners: [String] = []
 
     @Option(help: "TLS certificate chain (PEM) for Trojan listeners. Default: a self-signed one, pinned in the printed keys.")
@@ -70,9 +76,12 @@ struct BridgeCommand: AsyncParsableCommand {
         raiseDescriptorLimit()
         var keys: [ShadowsocksKey] = []
         var trojanKeys: [TrojanKey] = []
+        var dnsSpecs: [(zone: DNSName, address: SocketAddress)] = []
         for (index, text) in listeners.enumerated() {
             do {
-                if text.lowercased().hasPrefix("trojan://") {
+                if text.lowercased().hasPrefix("dns://") {
+                    dnsSpecs.append(try Self.dnsListener(text))
+                } else if text.lowercased().hasPrefix("trojan://") {
                     trojanKeys.append(try TrojanKey(parsing: text))
                 } else {
                     keys.append(try ShadowsocksKey(parsing: text))
@@ -80,7 +89,7 @@ struct BridgeCommand: AsyncParsableCommand {
             } catch { throw UsageFailure("listener \(index + 1): \(error)") }
         }
         let directory = DataDirectory(path: data ?? DataDirectory.defaultPath)
-        if keys.isEmpty && trojanKeys.isEmpty {
+        if keys.isEmpty && trojanKeys.isEmpty && dnsSpecs.isEmpty {
             do {
                 let (key, created) = try DefaultListener.loadOrCreate(in: directory)
                 if created { print("Made a new bridge key in \(directory.path)/\(DefaultListener.fileName)") }
@@ -89,10 +98,18 @@ struct BridgeCommand: AsyncParsableCommand {
         }
         let advertised = host ?? primaryAddress() ?? "127.0.0.1"
         let trojanListeners = try trojanKeys.map { try trojanListener($0, advertised: advertised, directory: directory) }
+        var dnsListeners: [DNSTunnelListener] = []
+        if !dnsSpecs.isEmpty {
+            do {
+                let (keyPair, created) = try DNSTunnelIdentity.loadOrCreate(in: directory)
+                if created { print("Made a new DNS tunnel key in \(directory.path)/\(DNSTunnelIdentity.fileName)") }
+                dnsListeners = dnsSpecs.map { DNSTunnelListener(zone: $0.zone, address: $0.address, keyPair: keyPair) }
+            } catch { throw UsageFailure("\(error)") }
+        }
 
         let logger = logging.makeLogger(label: "raha.bridge")
         let bridge = Bridge(
-            configuration: .init(listeners: keys, trojanListeners: trojanListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
+            configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
                                  idleTimeout: .seconds(idleTimeout)),
             group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
@@ -122,11 +139,37 @@ struct BridgeCommand: AsyncParsableCommand {
                 print("(The certificate is self-signed and the key pins it with pin=. Apps that ignore pin= need allowInsecure=1, which lets anyone on the path read the traffic: give them a real certificate with --cert/--key instead.)")
             }
         }
-        if host == nil {
+        for (listener, bound) in zip(dnsListeners, bridge.dnsBoundAddresses) {
+            let key = try DNSTunnelKey(zone: listener.zone, publicKey: listener.keyPair.publicKey)
+            print("Bridge answering for \(listener.zone) on \(bound.ipAddress ?? "?"):\(bound.port ?? 0) (DNS tunnel, UDP and TCP)")
+            print("Access key: paste it into `raha connect` (add &resolver=udp://IP:53 to name a resolver; default: the system's):")
+            printAccessKey(key.text, qr: !noQR)
+        }
+        if host == nil && !(keys.isEmpty && trojanListeners.isEmpty) {
             print("(If this machine is behind NAT, run with --host PUBLIC-ADDRESS so the key names an address others can reach.)")
         }
         fflush(stdout)
         while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+
+    /// `dns://ZONE@ADDRESS:PORT` (address and port default to 0.0.0.0:53).
+    static func dnsListener(_ text: String) throws -> (zone: DNSName, address: SocketAddress) {
+        let rest = text.dropFirst("dns://".count)
+        let zoneText = rest.prefix { $0 != "@" }
+        let addressText = rest.dropFirst(zoneText.count + 1)
+        let zone: DNSName
+        do { zone = try DNSName(String(zoneText)) } catch {
+            throw UsageFailure("dns://ZONE@ADDRESS:PORT: “\(zoneText)” is not a DNS name (\(error))")
+        }
+        guard !zone.labels.isEmpty else { throw UsageFailure("dns://ZONE@ADDRESS:PORT: give the zone delegated to this machine, e.g. dns://t.example.com@0.0.0.0:53") }
+        // The zone must make a usable key (room for data in query names, valid characters).
+        do { _ = try DNSTunnelKey(zone: zone, publicKey: [UInt8](repeating: 0, count: 32)) } catch { throw UsageFailure("\(error)") }
+        do {
+            let endpoint = try Endpoint(parsing: addressText.isEmpty ? "0.0.0.0" : addressText, defaultPort: 53)
+            return (zone, try SocketAddress(ipAddress: endpoint.hostText, port: Int(endpoint.port)))
+        } catch {
+            throw UsageFailure("dns://ZONE@ADDRESS:PORT: “\(addressText)” is not an IP address and port to listen on (\(error))")
+        }
     }
 
     /// The TLS identity and fallback site of one Trojan listener.

@@ -25,7 +25,7 @@ struct ConnectCommand: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Access keys (ss://… or trojan://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
+    @Argument(help: "Access keys (ss://…, trojan://… or dns://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
     var keys: [String]
 
     @Option(help: "Split routing: a rules file (lines of `direct|proxy|block PATTERN`) or a built-in set (\(RoutingRules.builtIn.keys.sorted().joined(separator: ", "))).")
@@ -93,5 +93,6 @@ func makeDialer(_ text: String) throws -> StreamDialer {
     switch try AccessKey(text) {
     case .shadowsocks(let key): return try ShadowsocksDialer(key: key)
     case .trojan(let key): return try TrojanDialer(key: key)
+    case .dns(let key): return DNSTunnelDialer(key: key)
     }
 }

@@ -20,7 +20,7 @@ struct DoctorCommand: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "Access keys (ss://… or trojan://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
+    @Argument(help: "Access keys (ss://…, trojan://… or dns://…), bundles (raha:…), files or https:// URLs of key lists or SIP008 JSON.")
     var keys: [String]
 
     @OptionGroup var probe: ProbeOptions

@@ -1,4 +1,5 @@
 import ArgumentParser
+import RahaBridge
 import RahaQR
 import RahaWire
 
@@ -18,6 +19,7 @@ struct KeyCommand: ParsableCommand {
               raha key new --host bridge.example.org --port 443 --method 2022-blake3-aes-256-gcm
               raha key new --transport trojan --host 203.0.113.7 --port 443 --sni www.example.org
               raha key new --transport trojan --host cdn.example.net --port 443 --ws
+              raha key new --transport dns --zone t.example.com
             Keys with a legacy method (the default) work in the Outline apps; they carry an \
             Outline prefix that makes the first packet look like HTTP to DPI. Trojan keys \
             work in v2rayNG, Hiddify and Shadowrocket; give the same key to `raha bridge` \
@@ -25,8 +27,14 @@ struct KeyCommand: ParsableCommand {
             """
         )
 
-        @Option(help: "Transport: shadowsocks or trojan.")
+        @Option(help: "Transport: shadowsocks, trojan or dns.")
         var transport = "shadowsocks"
+
+        @Option(help: "DNS tunnel: the zone delegated to the bridge (its key pair is made in, or read from, --data).")
+        var zone: String?
+
+        @Option(help: "DNS tunnel: the bridge's data directory, where its key pair lives (default: as for raha bridge).")
+        var data: String?
 
         @Option(help: "Trojan: the TLS server name to send (default: --host when it is a name).")
         var sni: String?
@@ -37,8 +45,8 @@ struct KeyCommand: ParsableCommand {
         @Option(help: "Shadowsocks cipher: \(ShadowsocksMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
         var method = ShadowsocksMethod.chacha20IETFPoly1305.rawValue
 
-        @Option(help: "Public address or name of the bridge.")
-        var host: String
+        @Option(help: "Public address or name of the bridge (Shadowsocks and Trojan).")
+        var host: String?
 
         @Option(help: "Port of the bridge (default: a random one).")
         var port: UInt16?
@@ -50,6 +58,8 @@ struct KeyCommand: ParsableCommand {
         var noQR = false
 
         func run() throws {
+            if transport.lowercased() == "dns" { return try dns() }
+            guard let host else { throw UsageFailure("--host: give the bridge's public address or name") }
             let port = self.port ?? UInt16.random(in: 20000...60000)
             let server: Endpoint
             do { server = try Endpoint(parsing: host, defaultPort: port) } catch { throw UsageFailure("--host: \(error)") }
@@ -60,8 +70,23 @@ struct KeyCommand: ParsableCommand {
                 guard sni == nil, !ws else { throw UsageFailure("--sni and --ws are for --transport trojan") }
                 try shadowsocks(server: server)
             default:
-                throw UsageFailure("--transport \(transport) is not one Raha has: use shadowsocks or trojan")
+                throw UsageFailure("--transport \(transport) is not one Raha has: use shadowsocks, trojan or dns")
             }
+        }
+
+        /// The bridge's key pair lives in its data directory (made here when
+        /// missing), so this must run where the bridge runs.
+        private func dns() throws {
+            guard let zoneText = zone else { throw UsageFailure("--zone: give the zone delegated to the bridge, e.g. --zone t.example.com") }
+            let zone: DNSName
+            do { zone = try DNSName(zoneText) } catch { throw UsageFailure("--zone: \(error)") }
+            let directory = DataDirectory(path: data ?? DataDirectory.defaultPath)
+            do {
+                let (keyPair, created) = try DNSTunnelIdentity.loadOrCreate(in: directory)
+                if created { print("Made a new DNS tunnel key in \(directory.path)/\(DNSTunnelIdentity.fileName)") }
+                let key = try DNSTunnelKey(zone: zone, publicKey: keyPair.publicKey, tag: tag)
+                printAccessKey(key.text, qr: !noQR)
+            } catch { throw UsageFailure("\(error)") }
         }
 
         private func shadowsocks(server: Endpoint) throws {
@@ -133,8 +158,22 @@ func describeAccessKey(_ key: AccessKey) -> String {
         if key.mux { parts.append("mux") }
         parts.append("password hidden")
         if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
+    case .dns(let key):
+        parts = ["dns", "zone \(key.zone)", "resolver \(describe(key.resolver))"]
+        if key.shaping != .default { parts.append("shaped queries") }
+        if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
     }
     return parts.joined(separator: ", ")
+}
+
+private func describe(_ resolver: DNSTunnelKey.Resolver) -> String {
+    switch resolver {
+    case .system: return "the system's"
+    case .udp(let endpoint): return "udp \(endpoint)"
+    case .tcp(let endpoint): return "tcp \(endpoint)"
+    case .dot(let endpoint, _): return "dot \(endpoint)"
+    case .doh(let url): return "doh \(url)"
+    }
 }
 
 func printAccessKey(_ uri: String, qr: Bool) {

@@ -8,12 +8,14 @@ import RahaWire
 enum AccessKey {
     case shadowsocks(ShadowsocksKey)
     case trojan(TrojanKey)
+    case dns(DNSTunnelKey)
 
     init(_ text: String) throws {
         switch AccessBundle.scheme(of: text) {
         case "ss": self = .shadowsocks(try ShadowsocksKey(parsing: text))
         case "trojan": self = .trojan(try TrojanKey(parsing: text))
-        default: throw UsageFailure("not an access key Raha knows: expected ss://… or trojan://…")
+        case "dns": self = .dns(try DNSTunnelKey(parsing: text))
+        default: throw UsageFailure("not an access key Raha knows: expected ss://…, trojan://… or dns://…")
         }
     }
 }
@@ -73,7 +75,7 @@ private func keysInLine(_ text: String) throws -> [String]? {
     if AccessBundle.isBundle(text) {
         return try AccessBundle(parsing: text, validate: { _ = try AccessKey($0) }).members
     }
-    if let scheme = AccessBundle.scheme(of: text), scheme == "ss" || scheme == "trojan" {
+    if let scheme = AccessBundle.scheme(of: text), ["ss", "trojan", "dns"].contains(scheme) {
         _ = try AccessKey(text)
         return [text]
     }

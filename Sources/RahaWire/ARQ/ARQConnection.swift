@@ -531,6 +531,13 @@ public struct ARQConnection: Sendable {
         return deadlines.min()
     }
 
+    /// Whether a segment with data (a retransmission, new data or FIN) or a
+    /// reset may go now, ignoring the rate cap: a server holding a query
+    /// answers it at once when this is true.
+    public var hasSegmentToSend: Bool {
+        resetPending || (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil
+    }
+
     private var canRetransmit: Bool {
         retransmitCredit > 0 || Double(flights.filter(\.inFlight).count) < congestionWindow.rounded(.down)
     }

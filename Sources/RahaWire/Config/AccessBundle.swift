@@ -99,7 +99,7 @@ public struct AccessBundle: Hashable, Sendable {
         droppingScheme(URIText.trimmingWhitespace(text)) != nil
     }
 
-    /// The lower-cased URI scheme of an access key (`ss`, `trojan`), or nil
+    /// The lower-cased URI scheme of an access key (`ss`, `trojan`, `dns`), or nil
     /// when it has none. Safe for messages: it never includes the rest.
     public static func scheme(of text: String) -> String? {
         let trimmed = URIText.trimmingWhitespace(text)
@@ -130,7 +130,7 @@ public struct AccessBundle: Hashable, Sendable {
             throw WireError.badKey("bundle member \(position) is itself a bundle: give its keys instead")
         }
         guard let scheme = scheme(of: member), member.dropFirst(scheme.count + 1).hasPrefix("//") else {
-            throw WireError.badKey("bundle member \(position) is not an access key URI: expected ss://… or trojan://…")
+            throw WireError.badKey("bundle member \(position) is not an access key URI: expected ss://…, trojan://… or dns://…")
         }
         do {
             try validate(member)

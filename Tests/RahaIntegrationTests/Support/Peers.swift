@@ -35,7 +35,7 @@ enum Peers {
     static let connectReadyPrefix = "Local proxy (SOCKS5 and HTTP) listening on 127.0.0.1:"
 
     /// The schemes of the access keys a bridge prints, one key per line.
-    static let keySchemes = ["ss://", "trojan://"]
+    static let keySchemes = ["ss://", "trojan://", "dns://"]
 
     /// `raha bridge URI... [extra]`; returns the process and the access keys
     /// it printed (one per listener: lines starting with ss:// or trojan://).

@@ -1,0 +1,223 @@
+import NIOCore
+import NIOPosix
+import RahaWire
+
+/// Opens streams through a DNS tunnel: a multiplexed connection per event
+/// loop, each a tunnel session that reaches the bridge only through a
+/// recursive resolver (`dns://` keys).
+public final class DNSTunnelDialer: StreamDialer {
+    public let key: DNSTunnelKey
+    private let pool: MuxPool
+
+    /// `handshakeTimeout`: how long the bridge may take to answer the first
+    /// message through the resolver before the dial fails.
+    public init(key: DNSTunnelKey, handshakeTimeout: TimeAmount = .seconds(20)) {
+        self.key = key
+        // No padding: every byte costs queries here.
+        let configuration = MuxHandler.Configuration(padding: .off)
+        pool = MuxPool(configuration: configuration) { eventLoop in
+            DNSTunnelClient.open(key: key, on: eventLoop, handshakeTimeout: handshakeTimeout)
+        }
+    }
+
+    public var label: String { "DNS tunnel via \(key.zone)" }
+
+    public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        pool.openStream(to: target, on: eventLoop)
+    }
+
+    public func associate(on eventLoop: EventLoop, receive: @escaping @Sendable (Endpoint, ByteBuffer) -> Void) -> EventLoopFuture<PacketAssociation> {
+        eventLoop.makeFailedFuture(WireError.unsupported("UDP does not go through the DNS tunnel: use a TCP application, or another key for UDP"))
+    }
+}
+
+/// The client end of one tunnel session: sends the session's segments in
+/// queries to the resolver and feeds the answers back. Lives until the
+/// session is over; used only on its event loop.
+final class DNSTunnelClient {
+    private let key: DNSTunnelKey
+    private let eventLoop: EventLoop
+    private let session: TunnelSession
+    private var transport: ResolverTransport?
+    private var outstanding: [UInt16: (labels: [[UInt8]], sentAt: Duration)] = [:]
+    private var timer: Scheduled<Void>?
+    private var established: EventLoopPromise<Channel>?
+    /// The largest answer asked for: lowered when answers come back truncated.
+    private var downstreamLimit = Int(EDNS.defaultUDPPayloadSize)
+    private let upstreamBudget: Int
+    private var finished = false
+
+    /// How long an unanswered query is remembered (answers after that are dropped).
+    static let queryLifetime: Duration = .seconds(30)
+
+    private init(key: DNSTunnelKey, eventLoop: EventLoop) throws {
+        self.key = key
+        self.eventLoop = eventLoop
+        var configuration = ARQConnection.Configuration()
+        configuration.rateLimit = key.shaping.queriesPerSecond
+        let arq = ARQConnection(session: UInt64.random(in: 1...UInt64.max), role: .client, configuration: configuration)
+        let noise = try NoiseStream(role: .initiator(responderStatic: key.publicKey), prologue: TunnelSession.prologue(zone: key.zone))
+        session = TunnelSession(channel: TunnelChannel(eventLoop: eventLoop), arq: arq, noise: noise)
+        upstreamBudget = DNSTunnelCodec.upstreamCapacity(zone: key.zone, shaping: key.shaping) - 1
+        guard upstreamBudget >= ARQSegment.headerLength + 64 else {
+            throw DNSTunnelError("a query under \(key.zone) with these limits carries only \(max(0, upstreamBudget)) bytes, too few for the tunnel: allow longer names (name=) or labels (label=), or use a shorter zone")
+        }
+    }
+
+    /// A tunnel session whose Noise handshake completed, as the channel that carries it.
+    static func open(key: DNSTunnelKey, on eventLoop: EventLoop, handshakeTimeout: TimeAmount) -> EventLoopFuture<Channel> {
+        eventLoop.flatSubmit {
+            let client: DNSTunnelClient
+            do {
+                client = try DNSTunnelClient(key: key, eventLoop: eventLoop)
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+            return client.start(handshakeTimeout: handshakeTimeout)
+        }
+    }
+
+    private func start(handshakeTimeout: TimeAmount) -> EventLoopFuture<Channel> {
+        let promise = eventLoop.makePromise(of: Channel.self)
+        established = promise
+        let opened: EventLoopFuture<ResolverTransport>
+        let receive: ([UInt8]) -> Void = { [self] bytes in received(bytes) }
+        do {
+            switch key.resolver {
+            case .system:
+                opened = UDPResolverTransport.open(to: try systemResolverAddress(), on: eventLoop, receive: receive)
+            case .udp(let endpoint):
+                opened = UDPResolverTransport.open(to: try endpoint.socketAddress(), on: eventLoop, receive: receive)
+            case .tcp(let endpoint):
+                opened = eventLoop.makeSucceededFuture(TCPResolverTransport(resolver: try endpoint.socketAddress(), on: eventLoop, receive: receive))
+            case .dot, .doh:
+                throw WireError.unsupported("this version reaches resolvers over udp:// and tcp:// only: change resolver= in the key")
+            }
+        } catch {
+            established = nil
+            promise.fail(error)
+            return promise.futureResult
+        }
+        opened.whenComplete { [self] result in
+            switch result {
+            case .success(let transport):
+                self.transport = transport
+                session.wake = { [weak self] in self?.drive() }
+                session.start(now: TunnelSession.now())
+                session.channel.closeFuture.whenComplete { [self] _ in drive() }
+                drive()
+            case .failure(let error):
+                fail(error)
+            }
+        }
+        eventLoop.scheduleTask(in: handshakeTimeout) { [self] in
+            guard established != nil else { return }
+            fail(DNSTunnelError("the bridge did not answer through the resolver in \(handshakeTimeout.nanoseconds / 1_000_000_000) s: the resolver may block the zone, or the key's zone or public key is wrong"))
+        }.futureResult.whenComplete { _ in }
+        return promise.futureResult
+    }
+
+    private func fail(_ error: Error) {
+        if let established {
+            self.established = nil
+            established.fail(error)
+        }
+        session.abort(error)
+        finish()
+    }
+
+    /// Sends whatever the session has due, then sleeps until its next deadline.
+    private func drive() {
+        guard !finished, let transport else { return }
+        let now = TunnelSession.now()
+        if let promise = established, session.isEstablished {
+            established = nil
+            promise.succeed(session.channel)
+        }
+        outstanding = outstanding.filter { now - $0.value.sentAt < Self.queryLifetime }
+        var sent = 0
+        let limit = min(downstreamLimit, transport.responseLimit)
+        while sent < 64, let segment = session.nextSegment(now: now, budget: upstreamBudget) {
+            send(segment, responseLimit: limit, via: transport)
+            sent += 1
+        }
+        if session.isFinished {
+            if let established {
+                self.established = nil
+                established.fail(DNSTunnelError.sessionReset)
+            }
+            finish()
+            return
+        }
+        timer?.cancel()
+        timer = nil
+        if let deadline = session.arq.nextDeadline() {
+            let wait = max(.zero, deadline - now)
+            timer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanosecondsClamped + 1)) { [self] in drive() }
+        }
+    }
+
+    private func send(_ segment: ARQSegment, responseLimit: Int, via transport: ResolverTransport) {
+        // First byte: the largest answer this end takes, in units of 16 bytes.
+        let payload = [UInt8(min(responseLimit / 16, 255))] + segment.encoded()
+        var id = UInt16.random(in: 0...UInt16.max)
+        while outstanding[id] != nil { id = UInt16.random(in: 0...UInt16.max) }
+        guard let query = try? DNSTunnelCodec.query(payload: payload, zone: key.zone, shaping: key.shaping, id: id,
+                                                     udpPayloadSize: UInt16(min(responseLimit, Int(UInt16.max)))),
+              let bytes = try? query.serialize() else { return }
+        outstanding[id] = (query.questions[0].name.labels, TunnelSession.now())
+        transport.send(bytes)
+    }
+
+    private func received(_ bytes: [UInt8]) {
+        guard !finished, let message = try? DNSMessage(parsing: bytes), message.isResponse,
+              let entry = outstanding[message.id], message.questions.first?.name.labels == entry.labels else { return }
+        outstanding[message.id] = nil
+        if message.truncated {
+            downstreamLimit = max(256, downstreamLimit * 3 / 4)
+            return
+        }
+        guard let payload = DNSTunnelCodec.payload(ofResponse: message),
+              let segment = try? ARQSegment(decoding: payload) else {
+            if message.rcode == .noError && message.answers.isEmpty {
+                // The zone's server answered as for any name: it does not know this
+                // session (wrong key or zone, or the bridge restarted and forgot it).
+                fail(established != nil ? DNSTunnelError.refused : DNSTunnelError.sessionReset)
+            }
+            return
+        }
+        session.receive(segment, now: TunnelSession.now())
+        drive()
+    }
+
+    private func finish() {
+        guard !finished else { return }
+        finished = true
+        timer?.cancel()
+        timer = nil
+        transport?.close()
+        transport = nil
+        session.wake = {}
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, clamped to Int64.
+    public var nanosecondsClamped: Int64 {
+        let (seconds, attoseconds) = components
+        if seconds > Int64.max / 1_000_000_000 - 1 { return Int64.max }
+        if seconds < 0 { return 0 }
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+extension Endpoint {
+    /// The address of an IP literal endpoint (names are refused: nothing
+    /// resolves them before the tunnel exists).
+    func socketAddress() throws -> SocketAddress {
+        if case .domain(let name) = host {
+            throw WireError.badKey("resolver “\(name)” is a name: give the resolver's IP address")
+        }
+        return try SocketAddress(ipAddress: hostText, port: Int(port))
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+
+extension RahaIntegration {
+    /// The DNS tunnel end to end: `raha connect` with a dns:// key reaches
+    /// `raha bridge`'s authoritative DNS listener only through a resolver
+    /// (Debian's unbound, or a lossy UDP path), and curl fetches through it.
+    @Suite("DNS tunnel")
+    struct DNSTunnel {
+        static let zone = "t.raha.test"
+
+        /// `raha bridge dns://ZONE@127.0.0.1:PORT` with a fresh data directory; returns it, its key and port.
+        private func dnsBridge(data: URL? = nil) throws -> (ManagedProcess, String, UInt16, URL) {
+            let port = try Ports.free()
+            let directory = try data ?? Paths.temporaryDirectory("bridge-data")
+            ProcessRegistry.shared.removeAtExit(directory.path)
+            let (bridge, keys) = try Peers.bridge(["dns://\(Self.zone)@127.0.0.1:\(port)"], extra: ["--data", directory.path])
+            let key = try #require(keys.first)
+            #expect(key.hasPrefix("dns://\(Self.zone)?key="), "\(key)")
+            return (bridge, key, port, directory)
+        }
+
+        /// The key with `resolver=` set (before any #tag).
+        private func key(_ key: String, resolver: String) -> String {
+            let parts = key.split(separator: "#", maxSplits: 1)
+            return parts[0] + "&resolver=\(resolver)" + (parts.count > 1 ? "#" + parts[1] : "")
+        }
+
+        /// Fetches `bytes` random bytes through the proxy on `proxyPort` and checks them.
+        private func expectFetch(bytes: Int, name: String, proxyPort: UInt16, via: String, processes: [ManagedProcess]) throws {
+            let origin = try Origin.shared()
+            let expected = try origin.randomFile(name, bytes: bytes)
+            let result = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", origin.url(name)], maxTime: 90)
+            #expect(result.status == 0, "\(via): curl exited \(result.status): \(result.stderr)\(outputs(processes))")
+            let identical = result.body == expected
+            #expect(identical, "\(via): \(result.body.count) bytes arrived\(firstDifference(result.body, expected)), expected \(bytes)\(outputs(processes))")
+        }
+
+        @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP and over TCP to the resolver")
+        func throughUnbound() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, key, bridgePort, _) = try dnsBridge()
+            running.add(bridge)
+            let unbound = try Unbound(stubZones: [.init(zone: Self.zone, server: "127.0.0.1@\(bridgePort)")], qnameMinimisation: true)
+            defer { unbound.stop() }
+            for scheme in ["udp", "tcp"] {
+                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: "\(scheme)://127.0.0.1:\(unbound.port)")])
+                running.add(connect)
+                let using = try connect.waitForLine(startingWith: "Using ")
+                #expect(using.contains("DNS tunnel via \(Self.zone)"), "\(using)")
+                if scheme == "udp" {
+                    try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(proxyPort)"], via: "DNS tunnel (udp to unbound)", processes: [bridge, connect])
+                } else {
+                    try expectFetch(bytes: 256 * 1024, name: "dns-tcp.bin", proxyPort: proxyPort, via: "DNS tunnel (tcp to unbound)", processes: [bridge, connect])
+                }
+                connect.stop()
+            }
+            let log = bridge.output
+            #expect(!log.contains("127.0.0.1:\(try Origin.shared().port)"), "the bridge logged a destination:\n\(log)")
+        }
+
+        @Test("Over a path that drops 15%, duplicates 10% and reorders 20% of datagrams each way: 1 MiB arrives intact")
+        func lossyPath() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, key, bridgePort, _) = try dnsBridge()
+            running.add(bridge)
+            let chaos = try ManagedProcess("udp_chaos.py", try Paths.tool("python3", package: "python3"),
+                                           [Paths.fixtures.appendingPathComponent("udp_chaos.py").path, String(bridgePort),
+                                            "--loss", "0.15", "--dup", "0.1", "--reorder", "0.2", "--seed", "7"])
+            running.add(chaos)
+            let line = try chaos.waitForLine(startingWith: "UDP chaos listening on 127.0.0.1:")
+            let chaosPort = try #require(UInt16(line.split(separator: ":").last ?? ""))
+            // The bridge answers queries sent straight to it: here the "resolver" is the lossy path to it.
+            let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: "udp://127.0.0.1:\(chaosPort)")], extra: ["--probe-timeout", "20"])
+            running.add(connect)
+            _ = try connect.waitForLine(startingWith: "Using ")
+            try expectFetch(bytes: 1 << 20, name: "dns-lossy.bin", proxyPort: proxyPort, via: "DNS tunnel over a lossy path", processes: [bridge, connect, chaos])
+            #expect(chaos.output.contains("chaos: dropped"), "the lossy path saw fewer than 100 datagrams:\n\(chaos.output)")
+        }
+
+        @Test("A key with another public key: no session (the bridge cannot be impersonated), and connect says the key may be wrong")
+        func wrongKeyFails() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, key, bridgePort, _) = try dnsBridge()
+            running.add(bridge)
+            let other = try Paths.temporaryDirectory("other-data")
+            ProcessRegistry.shared.removeAtExit(other.path)
+            let made = try runCommand("raha key new", try Paths.rahaBinary(),
+                                      ["key", "new", "--transport", "dns", "--zone", Self.zone, "--data", other.path, "--no-qr"])
+            let otherKey = try #require(made.stdoutText.split(separator: "\n").first { $0.hasPrefix("dns://") }.map(String.init))
+            #expect(otherKey != key)
+            let (connect, _) = try Peers.connect([self.key(otherKey, resolver: "udp://127.0.0.1:\(bridgePort)")], extra: ["--probe-timeout", "5"])
+            running.add(connect)
+            let line = try connect.waitForLine(startingWith: "No transport got through: ")
+            #expect(line.contains("DNS tunnel via \(Self.zone)"), "\(line)")
+            #expect(line.contains("public key"), "the failure does not point at the key: \(line)")
+        }
+
+        @Test("raha key new --transport dns prints the key of the bridge's data directory, and the bridge keeps it across restarts")
+        func keyIsStable() throws {
+            let data = try Paths.temporaryDirectory("bridge-data")
+            ProcessRegistry.shared.removeAtExit(data.path)
+            let made = try runCommand("raha key new", try Paths.rahaBinary(),
+                                      ["key", "new", "--transport", "dns", "--zone", Self.zone, "--data", data.path, "--no-qr"])
+            let printed = try #require(made.stdoutText.split(separator: "\n").first { $0.hasPrefix("dns://") }.map(String.init))
+            let mode = ((try FileManager.default.attributesOfItem(atPath: data.appendingPathComponent("dns-tunnel.key").path))[.posixPermissions] as? NSNumber)?.intValue
+            #expect(mode == 0o600, "the key file has mode \(String(mode ?? -1, radix: 8))")
+            for _ in 0..<2 {
+                let (bridge, key, _, _) = try dnsBridge(data: data)
+                bridge.stop()
+                #expect(key.split(separator: "#").first == printed.split(separator: "#").first, "bridge printed \(key), key new printed \(printed)")
+            }
+        }
+
+        @Test("As a DNS server the bridge looks authoritative: SOA at its apex, empty NOERROR for other names in its zone, REFUSED outside it, garbage ignored")
+        func answersLikeAServer() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, _, port, _) = try dnsBridge()
+            running.add(bridge)
+            let dig = try Paths.tool("dig", package: "dnsutils")
+            func ask(_ name: String, _ type: String) throws -> String {
+                try runCommand("dig", dig, ["+norecurse", "+tries=1", "+time=3", "-p", String(port), "@127.0.0.1", name, type]).stdoutText
+            }
+            let apex = try ask(Self.zone, "SOA")
+            #expect(apex.contains("status: NOERROR") && apex.contains("flags: qr aa") && apex.contains("IN\tSOA"), "\(apex)")
+            let probe = try ask("www.\(Self.zone)", "A")
+            #expect(probe.contains("status: NOERROR") && probe.contains("ANSWER: 0") && probe.contains("AUTHORITY: 1"), "\(probe)")
+            // A name that decodes as tunnel data but holds no valid segment.
+            let garbageName = try ask("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.\(Self.zone)", "TXT")
+            #expect(garbageName.contains("status: NOERROR") && garbageName.contains("ANSWER: 0"), "\(garbageName)")
+            let outside = try ask("example.org", "A")
+            #expect(outside.contains("status: REFUSED"), "\(outside)")
+            // Still serving after garbage datagrams.
+            try sendUDP(Data((0..<300).map { _ in UInt8.random(in: 0...255) }), port: port)
+            #expect(try ask(Self.zone, "SOA").contains("status: NOERROR"))
+        }
+
+        private func sendUDP(_ data: Data, port: UInt16) throws {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { throw TestFailure("socket() failed") }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = data.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(fd, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+            }
+        }
+    }
+}
