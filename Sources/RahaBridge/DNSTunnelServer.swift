@@ -43,8 +43,8 @@ final class DNSTunnelServer {
     static let maximumSessions = 1024
     /// A session that sent no query for this long is dropped.
     static let idleLimit: Duration = .seconds(180)
-    /// Queries held per session at most; older ones are answered first.
-    static let maximumHeld = 16
+    /// Queries held per session at most (clients keep fewer outstanding); older ones are answered first.
+    static let maximumHeld = 64
     /// The client's first Noise message as framed on the stream: length, ephemeral key, tag.
     static let firstHandshakeLength = 2 + 32 + 16
 
@@ -184,7 +184,7 @@ final class DNSTunnelServer {
 
     /// Answers held queries that have data to carry or waited long enough, and sets the timer for the rest.
     private func service(_ entry: Entry, now: Duration) {
-        while !entry.held.isEmpty, entry.session.arq.hasSegmentToSend || entry.held.count > Self.maximumHeld || entry.held[0].deadline <= now {
+        while !entry.held.isEmpty, entry.session.arq.hasSegmentToSend(now: now) || entry.held.count > Self.maximumHeld || entry.held[0].deadline <= now {
             answer(entry.held.removeFirst(), entry: entry, now: now)
         }
         entry.timer?.cancel()

@@ -49,6 +49,10 @@ final class DNSTunnelClient {
 
     /// How long an unanswered query is remembered (answers after that are dropped).
     static let queryLifetime: Duration = .seconds(30)
+    /// Queries waiting for an answer at most (the server holds polls until it
+    /// has data); one sent longer ago than `inFlightLifetime` counts as lost.
+    static let maximumInFlight = 32
+    static let inFlightLifetime: Duration = .seconds(2)
 
     private init(key: DNSTunnelKey, eventLoop: EventLoop) throws {
         self.key = key
@@ -135,11 +139,11 @@ final class DNSTunnelClient {
             promise.succeed(session.channel)
         }
         outstanding = outstanding.filter { now - $0.value.sentAt < Self.queryLifetime }
-        var sent = 0
         let limit = min(downstreamLimit, transport.responseLimit)
-        while sent < 64, let segment = session.nextSegment(now: now, budget: upstreamBudget) {
+        var inFlight = outstanding.values.filter { now - $0.sentAt < Self.inFlightLifetime }.map(\.sentAt).sorted()
+        while inFlight.count < Self.maximumInFlight, let segment = session.nextSegment(now: now, budget: upstreamBudget) {
             send(segment, responseLimit: limit, via: transport)
-            sent += 1
+            inFlight.append(now)
         }
         if session.isFinished {
             if let established {
@@ -151,7 +155,9 @@ final class DNSTunnelClient {
         }
         timer?.cancel()
         timer = nil
-        if let deadline = session.arq.nextDeadline() {
+        if var deadline = session.arq.nextDeadline() {
+            // With every slot taken, the next send waits for an answer (which drives) or the oldest query's expiry.
+            if inFlight.count >= Self.maximumInFlight { deadline = max(deadline, inFlight[0] + Self.inFlightLifetime) }
             let wait = max(.zero, deadline - now)
             timer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanosecondsClamped + 1)) { [self] in drive() }
         }

@@ -532,10 +532,11 @@ public struct ARQConnection: Sendable {
     }
 
     /// Whether a segment with data (a retransmission, new data or FIN) or a
-    /// reset may go now, ignoring the rate cap: a server holding a query
+    /// reset may go at `now`, ignoring the rate cap: a server holding a query
     /// answers it at once when this is true.
-    public var hasSegmentToSend: Bool {
-        resetPending || (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil
+    public func hasSegmentToSend(now: Duration) -> Bool {
+        resetPending || (rtoDeadline.map { $0 <= now } ?? false)
+            || (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil
     }
 
     private var canRetransmit: Bool {
