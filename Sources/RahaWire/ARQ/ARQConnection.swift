@@ -191,7 +191,10 @@ public struct ARQConnection: Sendable {
     /// The smallest RTT sample of the last one to two `minimumRTTSpan`s
     /// (a windowed minimum in two buckets), so that it follows a path
     /// whose delay grew, yet stays put while a queue comes and goes.
-    public var minimumRTT: Duration? { [minimumRTTCurrent, minimumRTTPrevious].compactMap { $0 }.min() }
+    public var minimumRTT: Duration? {
+        guard let current = minimumRTTCurrent else { return minimumRTTPrevious }
+        return minimumRTTPrevious.map { min($0, current) } ?? current
+    }
     private var minimumRTTCurrent: Duration?
     private var minimumRTTPrevious: Duration?
     private var minimumRTTBucketStart: Duration = .zero
