@@ -13,13 +13,29 @@
 ///
 /// Reliability: byte sequence numbers with cumulative and selective acks
 /// (`ARQSegment`), retransmission on RTO (RFC 6298 estimation, Karn's rule,
-/// exponential backoff between a floor and a ceiling) and fast retransmit
-/// when acks show three segments sent later have arrived (fewer when fewer
-/// are in flight). Congestion: AIMD
-/// on a window counted in segments (slow start, halve once per loss event,
-/// one segment after a timeout), the peer's receive window, and an optional
-/// rate cap in segments per second spaced evenly, so a client can stay
-/// under a resolver's rate limit.
+/// exponential backoff between a floor and a ceiling, the timer restarted
+/// by any ack that shows progress), and loss detection from later arrivals:
+/// a segment is lost when `dupThreshold` segments sent after it have been
+/// acked (fewer when fewer are in flight), or, RACK-style (RFC 8985), when
+/// a segment sent after it was acked and it has been out for a round trip
+/// plus a reordering window. When a segment declared lost turns out to have
+/// arrived after all (acked before it was resent, or too soon after being
+/// resent for the resend to be what arrived), the path reorders: the
+/// threshold doubles and the window grows by a quarter of the minimum RTT,
+/// decaying again after rounds without such surprises.
+///
+/// Congestion: a window counted in segments that tolerates random loss,
+/// since loss on resolver paths is mostly not congestion. It grows as Reno
+/// does (slow start, then a segment per round trip) whatever is lost, and
+/// shrinks, at most once per two round trips, only on a sign of congestion:
+/// a queue (the round's smallest RTT above the windowed minimum RTT by more
+/// than the path's jitter, together with loss, or by over twice the minimum
+/// alone), which shrinks the window to what the path holds without the
+/// queue (x minRTT / RTT, so the queue drains); or a loss rate over the
+/// last rounds above `Configuration.lossTolerance` (x(1 - rate/2)). A
+/// timeout, a real outage, still collapses the window to one segment. Also
+/// the peer's receive window, and an optional rate cap in segments per
+/// second spaced evenly, so a client can stay under a resolver's rate limit.
 ///
 /// Memory is bounded: at most `sendBufferLimit` bytes queued to send and
 /// `receiveBufferLimit` bytes received but not yet read.
@@ -72,6 +88,10 @@ public struct ARQConnection: Sendable {
         /// How the client polls (unused by a server).
         public var polling: Polling
         public var maximumBlocks: Int
+        /// The loss rate (segments declared lost over the last few round
+        /// trips) above which the congestion window shrinks. Below it, loss
+        /// is taken for noise, not congestion.
+        public var lossTolerance: Double = 0.35
 
         public init(sendBufferLimit: Int = 256 * 1024, receiveBufferLimit: Int = 256 * 1024, initialRTO: Duration = .seconds(1), minimumRTO: Duration = .milliseconds(200), maximumRTO: Duration = .seconds(10), maximumTimeouts: Int = 10, initialCongestionWindow: Int = 4, maximumCongestionWindow: Int = 256, ackDelay: Duration = .milliseconds(20), rateLimit: Int? = nil, polling: Polling = Polling(), maximumBlocks: Int = 16) {
             precondition(sendBufferLimit > 0 && receiveBufferLimit >= ARQSegment.windowUnit, "ARQ buffers must hold something")
@@ -107,6 +127,10 @@ public struct ARQConnection: Sendable {
         public var outOfWindowDropped = 0
         /// Segments of another session: ignored.
         public var foreignDropped = 0
+        /// Segments declared lost that had arrived after all (reordering).
+        public var spuriousLosses = 0
+        /// Times the congestion window shrank for congestion (not timeouts).
+        public var congestionReductions = 0
     }
 
     /// A segment sent and not yet cumulatively acked. Sequence numbers here
@@ -121,6 +145,9 @@ public struct ARQConnection: Sendable {
         var transmissions: Int
         var sacked = false
         var lost = false
+        /// Declared lost by later arrivals (not by a timeout), so that its
+        /// ack can show reordering.
+        var markedLost = false
         var end: Int64 { start + Int64(length) + (fin ? 1 : 0) }
         var inFlight: Bool { !sacked && !lost }
     }
@@ -159,13 +186,48 @@ public struct ARQConnection: Sendable {
     private var consecutiveTimeouts = 0
     public private(set) var congestionWindow: Double
     private var slowStartThreshold: Double
-    /// Losses of segments sent before this point belong to the loss event
-    /// that already reduced the window.
-    private var recoveryEnd: Int64?
-    /// Between a fast retransmit and the ack of all sent before it: no growth.
-    private var fastRecovery = false
     private var retransmitCredit = 0
     private var pacedUntil: Duration?
+    /// The smallest RTT sample of the last one to two `minimumRTTSpan`s
+    /// (a windowed minimum in two buckets), so that it follows a path
+    /// whose delay grew, yet stays put while a queue comes and goes.
+    public var minimumRTT: Duration? {
+        guard let current = minimumRTTCurrent else { return minimumRTTPrevious }
+        return minimumRTTPrevious.map { min($0, current) } ?? current
+    }
+    private var minimumRTTCurrent: Duration?
+    private var minimumRTTPrevious: Duration?
+    private var minimumRTTBucketStart: Duration = .zero
+    /// A round ends when a segment sent after it began is acked.
+    private var rounds = 0
+    private var roundEndOrder = 0
+    private var roundMinimumRTT: Duration?
+    private var roundRTTSum: Duration = .zero
+    private var roundSamples = 0
+    private var roundDelivered = 0
+    private var roundLost = 0
+    /// Segments delivered and declared lost in each of the last `lossRounds` rounds.
+    private var lossHistory: [(delivered: Int, lost: Int)] = []
+    private var lastReduction = 0
+    /// The most segments in flight this round and the round before.
+    private var inFlightHigh = 0
+    private var inFlightHighBefore = 0
+    /// Later-sent segments acked before a segment counts as lost.
+    public private(set) var dupThreshold = 3
+    private var reorderWindowMultiplier = 1
+    private var roundsSinceSpurious = 0
+    /// RACK: the latest-sent segment known delivered, when it went, and its RTT.
+    private var rackOrder = 0
+    private var rackSentAt: Duration = .zero
+    private var rackRTT: Duration = .zero
+    /// The highest sequence number the peer has reported holding. Its acks
+    /// carry only the lowest blocks, so above this nothing is known.
+    private var highestSacked: Int64 = 0
+    /// When a segment sent before `rackOrder` will have been out too long.
+    private var reorderDeadline: Duration?
+
+    static let lossRounds = 8
+    static let minimumRTTSpan: Duration = .seconds(10)
 
     // Receiving.
     private var receiveNext: Int64
@@ -295,6 +357,7 @@ public struct ARQConnection: Sendable {
         guard ack >= sendUnacked, ack <= sendLimit else { return } // stale, or acks what was never sent
         peerWindow = segment.windowBytes
         var newlyAcked = 0
+        var roundEnded = false
         var sample: Duration?
         let progressed = ack > sendUnacked
         if progressed {
@@ -309,7 +372,7 @@ public struct ARQConnection: Sendable {
             while let first = flights.first, first.end <= ack {
                 if !first.sacked {
                     newlyAcked += 1
-                    if first.transmissions == 1 { sample = now - first.sentAt }
+                    noteDelivery(of: first, now: now, sample: &sample, roundEnded: &roundEnded)
                 }
                 flights.removeFirst()
             }
@@ -320,65 +383,190 @@ public struct ARQConnection: Sendable {
             }
             consecutiveTimeouts = 0
             retransmissionTimeout = baseRTO
-            if let end = recoveryEnd, ack >= end {
-                recoveryEnd = nil
-                fastRecovery = false
-            }
         }
         for block in segment.blocks {
             let start = Self.unwrap(block.start, near: ack)
             let end = start + Int64(block.end &- block.start)
+            highestSacked = max(highestSacked, end)
             for i in flights.indices where !flights[i].sacked && flights[i].start >= start && flights[i].end <= end {
+                noteDelivery(of: flights[i], now: now, sample: &sample, roundEnded: &roundEnded)
                 flights[i].sacked = true
                 flights[i].lost = false
                 newlyAcked += 1
-                if flights[i].transmissions == 1 { sample = now - flights[i].sentAt }
             }
         }
-        if let sample { updateRTT(sample) }
-        if newlyAcked > 0 { grow(by: newlyAcked) }
-        detectLosses()
-        if progressed {
-            rtoDeadline = flights.contains(where: { $0.inFlight }) ? now + retransmissionTimeout : nil
+        if let sample { updateRTT(sample, now: now) }
+        if newlyAcked > 0 {
+            roundDelivered += newlyAcked
+            // Grow only a window in use (RFC 7661), not one an idle sender never filled.
+            if Double(max(inFlightHigh, inFlightHighBefore)) * 2 >= congestionWindow { grow(by: newlyAcked) }
+            if roundEnded { endRound() }
         }
+        detectLosses(now: now)
+        if progressed || newlyAcked > 0 { armRTO(now: now) }
     }
 
-    /// A segment is lost when three segments sent after it have been acked,
-    /// or, with fewer in flight, all the others (early retransmit, RFC 5827),
-    /// so that a small window need not wait for the RTO.
-    private mutating func detectLosses() {
-        guard flights.contains(where: \.sacked) else { return }
-        let threshold = min(3, max(1, flights.count - 1))
+    /// Bookkeeping for a segment the peer has acked (cumulatively or selectively).
+    private mutating func noteDelivery(of flight: Flight, now: Duration, sample: inout Duration?, roundEnded: inout Bool) {
+        let elapsed = now - flight.sentAt
+        // Only a segment sent after any known delivered gives an RTT sample:
+        // an older one may have waited unreported (acks carry only the
+        // lowest blocks) for holes below it to fill.
+        if flight.transmissions == 1 && flight.sendOrder > rackOrder { sample = elapsed }
+        // An ack sooner than any round trip after the last transmission is for an earlier one.
+        let forEarlier = flight.transmissions > 1 && elapsed < (minimumRTT ?? .zero) * 3 / 4
+        if flight.markedLost && (flight.lost || forEarlier) { noteSpuriousLoss() }
+        if flight.sendOrder > rackOrder && !(flight.transmissions > 1 && elapsed < (minimumRTT ?? .zero)) {
+            rackOrder = flight.sendOrder
+            rackSentAt = flight.sentAt
+            rackRTT = elapsed
+        }
+        if flight.sendOrder > roundEndOrder { roundEnded = true }
+    }
+
+    /// A segment declared lost had arrived: the path reorders more than
+    /// loss detection allowed for, so allow more, and take back the loss.
+    private mutating func noteSpuriousLoss() {
+        counters.spuriousLosses += 1
+        roundLost -= 1
+        roundsSinceSpurious = 0
+        dupThreshold = min(dupThreshold * 2, max(3, configuration.maximumCongestionWindow))
+        reorderWindowMultiplier = min(reorderWindowMultiplier + 1, 16)
+    }
+
+    /// The RACK reordering window: a quarter of the minimum RTT per step of
+    /// reordering seen, at most an RTO's worth (srtt + 4 x rttvar).
+    private var reorderWindow: Duration {
+        guard let minimumRTT else { return (smoothedRTT ?? rackRTT) / 4 }
+        return min(minimumRTT / 4 * reorderWindowMultiplier, (smoothedRTT ?? minimumRTT) + rttVariance * 4)
+    }
+
+    /// The RTO restarts whenever an ack shows something new arrived (RFC
+    /// 6298 restarts it on cumulative progress; selective progress counts
+    /// too, since acks report only the lowest blocks and a segment above
+    /// them can wait unreported for the holes below to fill). While acks
+    /// come, later arrivals find losses; the RTO is for when they stop.
+    private mutating func armRTO(now: Duration) {
+        rtoDeadline = flights.contains(where: { !$0.sacked }) ? now + retransmissionTimeout : nil
+    }
+
+    /// One round trip's worth of acks has come back: judge whether the path
+    /// is congested, and shrink the window if so.
+    private mutating func endRound() {
+        rounds += 1
+        roundEndOrder = sendOrder
+        inFlightHighBefore = inFlightHigh
+        inFlightHigh = 0
+        let lostThisRound = max(0, roundLost)
+        lossHistory.append((roundDelivered, lostThisRound))
+        if lossHistory.count > Self.lossRounds { lossHistory.removeFirst() }
+        roundDelivered = 0
+        roundLost = 0
+        let roundMinimum = roundMinimumRTT
+        let roundMean = roundSamples > 0 ? roundRTTSum / roundSamples : nil
+        roundMinimumRTT = nil
+        roundRTTSum = .zero
+        roundSamples = 0
+        roundsSinceSpurious += 1
+        if roundsSinceSpurious >= 16 {
+            roundsSinceSpurious = 0
+            dupThreshold = max(3, dupThreshold / 2)
+            reorderWindowMultiplier = max(1, reorderWindowMultiplier - 1)
+        }
+        // The round after a reduction was mostly sent before it.
+        guard rounds >= lastReduction + 2 else { return }
+        var queueing = false
+        if let roundMinimum, let roundMean, let minimumRTT {
+            // A standing queue lifts every sample of the round alike; a
+            // jittery path lifts the minimum less than it spreads the
+            // samples. A little queueing counts only with loss (the queue
+            // overflowed), since on a jittery path delay alone would
+            // throttle for nothing; much queueing (over twice the minimum
+            // RTT, and the noise) counts alone.
+            let delay = roundMinimum - minimumRTT
+            let noise = max(roundMean - roundMinimum, rttVariance * 2)
+            queueing = (lostThisRound > 0 && delay > max(minimumRTT / 4, .milliseconds(10), noise))
+                || delay > max(minimumRTT * 2, .milliseconds(40), noise * 2)
+        }
+        let delivered = lossHistory.reduce(0) { $0 + $1.delivered }
+        let lost = lossHistory.reduce(0) { $0 + $1.lost }
+        let lossRate = delivered + lost >= 50 ? Double(lost) / Double(delivered + lost) : 0
+        let lossy = lossRate > configuration.lossTolerance
+        guard queueing || lossy else { return }
+        var factor = 1.0
+        // To what the path holds without the queue: the window times the
+        // minimum over the round's smallest RTT; then the queue drains and
+        // the minimum RTT can be measured again.
+        if let roundMinimum, let minimumRTT, queueing { factor = minimumRTT / roundMinimum }
+        if lossy { factor = min(factor, max(0.5, 1 - lossRate / 2)) }
+        congestionWindow = max(2, congestionWindow * factor)
+        slowStartThreshold = congestionWindow
+        lastReduction = rounds
+        lossHistory.removeAll()
+        counters.congestionReductions += 1
+    }
+
+    /// A segment is lost when `dupThreshold` segments sent after it have
+    /// been acked (while no reordering has been seen, with fewer in flight,
+    /// all the others: early retransmit, RFC 5827), or when a segment sent
+    /// after it has been acked and it has been out for that segment's RTT
+    /// plus the reordering window (RACK); `reorderDeadline` is when the next
+    /// such verdict falls due. Losses do not shrink the window (`endRound`
+    /// judges the loss rate).
+    private mutating func detectLosses(now: Duration) {
+        reorderDeadline = nil
+        guard rackOrder > 0 || flights.contains(where: \.sacked) else { return }
+        let threshold = dupThreshold > 3 ? dupThreshold : min(3, max(1, flights.count - 1))
+        let window = reorderWindow
         var laterSacked = 0
         var newLoss = false
         for i in flights.indices.sorted(by: { flights[$0].sendOrder > flights[$1].sendOrder }) {
             if flights[i].sacked {
                 laterSacked += 1
-            } else if !flights[i].lost && laterSacked >= threshold {
+                continue
+            }
+            // Above what the peer reported, it may have arrived unreported.
+            guard !flights[i].lost, flights[i].start < highestSacked else { continue }
+            var lost = laterSacked >= threshold
+            if !lost && flights[i].sendOrder < rackOrder {
+                let due = flights[i].sentAt + rackRTT + window
+                if due <= now {
+                    lost = true
+                } else {
+                    reorderDeadline = min(reorderDeadline ?? due, due)
+                }
+            }
+            if lost {
                 flights[i].lost = true
+                flights[i].markedLost = true
                 counters.fastRetransmits += 1
+                roundLost += 1
                 newLoss = true
             }
         }
-        if newLoss && recoveryEnd == nil {
-            recoveryEnd = sendNext
-            fastRecovery = true
-            congestionWindow = max(min(congestionWindow, 2), congestionWindow / 2)
-            slowStartThreshold = congestionWindow
-            retransmitCredit = 1
-        }
+        if newLoss { retransmitCredit = 1 }
     }
 
     private mutating func grow(by segments: Int) {
-        guard !fastRecovery else { return }
-        for _ in 0 ..< segments {
-            congestionWindow += congestionWindow < slowStartThreshold ? 1 : 1 / congestionWindow
+        if congestionWindow < slowStartThreshold {
+            congestionWindow += Double(segments)
+        } else {
+            congestionWindow += Double(segments) / congestionWindow
         }
         congestionWindow = min(congestionWindow, Double(configuration.maximumCongestionWindow))
     }
 
-    /// RFC 6298, section 2.
-    private mutating func updateRTT(_ sample: Duration) {
+    /// RFC 6298, section 2; also the windowed minimum and the round's minimum.
+    private mutating func updateRTT(_ sample: Duration, now: Duration) {
+        if now - minimumRTTBucketStart >= Self.minimumRTTSpan {
+            minimumRTTPrevious = minimumRTTCurrent
+            minimumRTTCurrent = nil
+            minimumRTTBucketStart = now
+        }
+        minimumRTTCurrent = min(minimumRTTCurrent ?? sample, sample)
+        roundMinimumRTT = min(roundMinimumRTT ?? sample, sample)
+        roundRTTSum += sample
+        roundSamples += 1
         if let srtt = smoothedRTT {
             let error = srtt > sample ? srtt - sample : sample - srtt
             rttVariance = rttVariance * 3 / 4 + error / 4
@@ -478,6 +666,7 @@ public struct ARQConnection: Sendable {
         guard !resetState, budget >= ARQSegment.headerLength else { return nil }
         expireTimer(now: now)
         if resetState { return nextSegment(now: now, budget: budget) }
+        if let due = reorderDeadline, due <= now { detectLosses(now: now) }
         if let paced = pacedUntil, now < paced { return nil }
         var segment = header(budget: budget)
         let room = budget - segment.encodedLength
@@ -524,6 +713,7 @@ public struct ARQConnection: Sendable {
         guard !resetState else { return nil }
         var deadlines: [Duration] = []
         if let rto = rtoDeadline { deadlines.append(rto) }
+        if let reorder = reorderDeadline { deadlines.append(reorder) }
         for pure in [ackDeadline, pipelineDeadline(), idleDeadline()].compactMap({ $0 }) { deadlines.append(max(pure, pacedUntil ?? pure)) }
         if (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil {
             deadlines.append(pacedUntil ?? .zero)
@@ -593,11 +783,20 @@ public struct ARQConnection: Sendable {
             return
         }
         let inFlight = flights.filter(\.inFlight).count
-        for i in flights.indices where !flights[i].sacked { flights[i].lost = true }
-        slowStartThreshold = max(Double(inFlight) / 2, 2)
+        for i in flights.indices where !flights[i].sacked {
+            flights[i].lost = true
+            flights[i].markedLost = false
+        }
+        // Further timeouts in a row (an outage) leave the threshold where
+        // the first put it, so that the window comes back fast.
+        if consecutiveTimeouts == 1 { slowStartThreshold = max(Double(inFlight) / 2, 2) }
         congestionWindow = 1
-        recoveryEnd = sendNext
-        fastRecovery = false
+        reorderDeadline = nil
+        lossHistory.removeAll()
+        roundDelivered = 0
+        roundLost = 0
+        roundEndOrder = sendOrder
+        lastReduction = rounds
         retransmissionTimeout = min(retransmissionTimeout * 2, configuration.maximumRTO)
         rtoDeadline = now + retransmissionTimeout
     }
@@ -628,6 +827,7 @@ public struct ARQConnection: Sendable {
     }
 
     private mutating func nextOrder() -> Int {
+        inFlightHigh = max(inFlightHigh, flights.count(where: \.inFlight) + 1)
         sendOrder += 1
         return sendOrder
     }
