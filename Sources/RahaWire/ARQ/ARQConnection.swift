@@ -721,11 +721,12 @@ public struct ARQConnection: Sendable {
         return deadlines.min()
     }
 
-    /// Whether a segment with data (a retransmission, new data or FIN) or a
-    /// reset may go at `now`, ignoring the rate cap: a server holding a query
-    /// answers it at once when this is true.
+    /// Whether something is due at `now` that an answer should carry: data
+    /// (a retransmission, new data or FIN), a reset, or a timer that expired
+    /// (RTO, reordering, delayed ack). A server holding a query answers it at
+    /// once when this is true, and otherwise lets it wait for data.
     public func hasSegmentToSend(now: Duration) -> Bool {
-        resetPending || (rtoDeadline.map { $0 <= now } ?? false)
+        resetPending || (nextDeadline().map { $0 <= now } ?? false)
             || (flights.contains(where: { $0.lost }) && canRetransmit) || newData(room: Int.max) != nil
     }
 
