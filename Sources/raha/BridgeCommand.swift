@@ -141,7 +141,7 @@ struct BridgeCommand: AsyncParsableCommand {
         }
         for (listener, bound) in zip(dnsListeners, bridge.dnsBoundAddresses) {
             let key = try DNSTunnelKey(zone: listener.zone, publicKey: listener.keyPair.publicKey)
-            print("Bridge answering for \(listener.zone) on \(bound.ipAddress ?? "?"):\(bound.port ?? 0) (DNS tunnel, UDP and TCP)")
+            print("Bridge answering for \(listener.zone.displayText) on \(bound.ipAddress ?? "?"):\(bound.port ?? 0) (DNS tunnel, UDP and TCP)")
             print("Access key: paste it into `raha connect` (add &resolver=udp://IP:53 to name a resolver; default: the system's):")
             printAccessKey(key.text, qr: !noQR)
         }

@@ -159,7 +159,7 @@ func describeAccessKey(_ key: AccessKey) -> String {
         parts.append("password hidden")
         if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
     case .dns(let key):
-        parts = ["dns", "zone \(key.zone)", "resolver \(describe(key.resolver))"]
+        parts = ["dns", "zone \(key.zone.displayText)", "resolver \(describe(key.resolver))"]
         if key.shaping != .default { parts.append("shaped queries") }
         if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
     }

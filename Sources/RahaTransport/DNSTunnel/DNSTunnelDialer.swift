@@ -20,7 +20,7 @@ public final class DNSTunnelDialer: StreamDialer {
         }
     }
 
-    public var label: String { "DNS tunnel via \(key.zone)" }
+    public var label: String { "DNS tunnel via \(key.zone.displayText)" }
 
     public func dial(_ target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
         pool.openStream(to: target, on: eventLoop)

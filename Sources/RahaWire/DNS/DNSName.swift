@@ -78,6 +78,11 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible {
         try self.init(labels: labels)
     }
 
+    /// The name as people write it, without the final dot: "www.example.com".
+    public var displayText: String {
+        labels.isEmpty ? "." : String(description.dropLast())
+    }
+
     /// The name in presentation form with its final dot, "www.example.com.".
     public var description: String {
         if labels.isEmpty { return "." }
