@@ -51,6 +51,27 @@ enum URIText {
         }
     }
 
+    /// An access-key URI after its scheme, taken apart: the part before `?`,
+    /// the query (empty when there is none) and the #fragment, percent-decoded
+    /// (nil when empty). The fragment starts at the first '#' and the query at
+    /// the first '?' before it; no access key's host, user info or base64
+    /// contains either.
+    static func splitAfterScheme(_ rest: Substring) -> (body: Substring, query: Substring?, tag: String?) {
+        var body = rest
+        var tag: String?
+        if let hash = body.firstIndex(of: "#") {
+            let fragment = body[body.index(after: hash)...]
+            body = body[..<hash]
+            if !fragment.isEmpty { tag = String(decoding: percentDecode(fragment, plusIsSpace: false), as: UTF8.self) }
+        }
+        var query: Substring?
+        if let question = body.firstIndex(of: "?") {
+            query = body[body.index(after: question)...]
+            body = body[..<question]
+        }
+        return (body, query, tag)
+    }
+
     static func trimmingWhitespace(_ text: String) -> Substring {
         var s = Substring(text)
         while let first = s.first, first.isWhitespace { s = s.dropFirst() }

@@ -84,7 +84,7 @@ import Testing
         #expect(throws: WireError.badKey("bundle member 2 is empty: a bundle holds one access key per line")) {
             try AccessBundle(parsing: payload("\(ss)\n\n\(trojan)"))
         }
-        #expect(throws: WireError.badKey("bundle member 1 is not an access key URI: expected ss://… or trojan://…")) {
+        #expect(throws: WireError.badKey("bundle member 1 is not an access key URI: expected ss://…, trojan://… or dns://…")) {
             try AccessBundle(parsing: payload("hunter2 is my password"))
         }
         #expect(throws: WireError.badKey("bundle member 2 is itself a bundle: give its keys instead")) {

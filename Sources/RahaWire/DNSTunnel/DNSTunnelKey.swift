@@ -74,18 +74,8 @@ public struct DNSTunnelKey: Hashable, Sendable {
         guard trimmed.lowercased().hasPrefix(Self.scheme) else {
             throw WireError.badKey("a DNS tunnel key starts with dns://: expected dns://ZONE?key=PUBLIC-KEY")
         }
-        var body = trimmed.dropFirst(Self.scheme.count)
-        var tag: String?
-        if let hash = body.firstIndex(of: "#") {
-            let fragment = body[body.index(after: hash)...]
-            body = body[..<hash]
-            if !fragment.isEmpty { tag = String(decoding: URIText.percentDecode(fragment, plusIsSpace: false), as: UTF8.self) }
-        }
-        var query: Substring = ""
-        if let question = body.firstIndex(of: "?") {
-            query = body[body.index(after: question)...]
-            body = body[..<question]
-        }
+        var (body, optionalQuery, tag) = URIText.splitAfterScheme(trimmed.dropFirst(Self.scheme.count))
+        let query = optionalQuery ?? ""
         if body.hasSuffix("/") { body = body.dropLast() }
         let zoneText = String(decoding: URIText.percentDecode(body, plusIsSpace: false), as: UTF8.self)
         guard !zoneText.isEmpty else {

@@ -47,24 +47,7 @@ public struct ShadowsocksKey: Hashable, Sendable {
             }
             throw WireError.badKey("an access key starts with ss://: expected ss://BASE64(method:password)@host:port, ss://method:password@host:port or ss://BASE64(method:password@host:port)")
         }
-        var body = Substring(trimmed.dropFirst(scheme.count))
-
-        // The fragment is everything after the first '#' (base64 and percent-encoding never produce '#').
-        var tag: String?
-        if let hash = body.firstIndex(of: "#") {
-            let fragment = body[body.index(after: hash)...]
-            body = body[..<hash]
-            if !fragment.isEmpty {
-                tag = String(decoding: URIText.percentDecode(fragment, plusIsSpace: false), as: UTF8.self)
-            }
-        }
-
-        // Neither base64 nor percent-encoded user info contains '?', so the query starts at the first one.
-        var outerQuery: Substring?
-        if let question = body.firstIndex(of: "?") {
-            outerQuery = body[body.index(after: question)...]
-            body = body[..<question]
-        }
+        let (body, outerQuery, tag) = URIText.splitAfterScheme(trimmed.dropFirst(scheme.count))
 
         let method: ShadowsocksMethod
         let password: String

@@ -84,18 +84,8 @@ public struct TrojanKey: Hashable, Sendable {
         guard trimmed.lowercased().hasPrefix(scheme) else {
             throw WireError.badKey("a Trojan key starts with trojan://: expected trojan://PASSWORD@HOST:PORT?sni=NAME")
         }
-        var body = trimmed.dropFirst(scheme.count)
-        var tag: String?
-        if let hash = body.firstIndex(of: "#") {
-            let fragment = body[body.index(after: hash)...]
-            body = body[..<hash]
-            if !fragment.isEmpty { tag = String(decoding: URIText.percentDecode(fragment, plusIsSpace: false), as: UTF8.self) }
-        }
-        var query: Substring = ""
-        if let question = body.firstIndex(of: "?") {
-            query = body[body.index(after: question)...]
-            body = body[..<question]
-        }
+        let (body, optionalQuery, tag) = URIText.splitAfterScheme(trimmed.dropFirst(scheme.count))
+        let query = optionalQuery ?? ""
         guard let at = body.lastIndex(of: "@") else {
             throw WireError.badKey("the Trojan key has no @ between password and server: expected trojan://PASSWORD@HOST:PORT")
         }
