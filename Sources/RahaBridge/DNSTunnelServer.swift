@@ -112,8 +112,8 @@ final class DNSTunnelServer {
     // MARK: Queries
 
     /// Handles one query (any loop); `reply` gets the response bytes, or is
-    /// never called for garbage. `transportLimit`: the largest response the
-    /// transport carries (UDP: what the query advertised).
+    /// never called for garbage. Answers over TCP may take up to 65535 bytes,
+    /// over UDP what the query advertised; both at most what the client asked for.
     func handle(_ bytes: [UInt8], tcp: Bool, reply: @escaping ([UInt8]) -> Void) {
         guard eventLoop.inEventLoop else {
             eventLoop.execute { self.handle(bytes, tcp: tcp, reply: reply) }

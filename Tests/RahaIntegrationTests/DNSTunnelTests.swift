@@ -36,26 +36,39 @@ extension RahaIntegration {
             #expect(identical, "\(via): \(result.body.count) bytes arrived\(firstDifference(result.body, expected)), expected \(bytes)\(outputs(processes))")
         }
 
-        @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP and over TCP to the resolver")
+        @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP, TCP and TLS (DoT) to the resolver")
         func throughUnbound() throws {
             let running = Processes()
             defer { running.stopAll() }
             let (bridge, key, bridgePort, _) = try dnsBridge()
             running.add(bridge)
-            let unbound = try Unbound(stubZones: [.init(zone: Self.zone, server: "127.0.0.1@\(bridgePort)")], qnameMinimisation: true)
+            let resolverName = "resolver.raha.test"
+            let certificate = try TestCertificate.make(for: resolverName)
+            let unbound = try Unbound(stubZones: [.init(zone: Self.zone, server: "127.0.0.1@\(bridgePort)")], qnameMinimisation: true,
+                                      tlsCertificate: (certificate.certificateFile, certificate.keyFile))
             defer { unbound.stop() }
-            for scheme in ["udp", "tcp"] {
-                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: "\(scheme)://127.0.0.1:\(unbound.port)")])
+            let tlsPort = try #require(unbound.tlsPort)
+            let resolvers = [("udp", "udp://127.0.0.1:\(unbound.port)"), ("tcp", "tcp://127.0.0.1:\(unbound.port)"),
+                             ("dot", "dot://127.0.0.1:\(tlsPort)&sni=\(resolverName)")]
+            for (kind, resolver) in resolvers {
+                // DoT checks the resolver's certificate against SSL_CERT_FILE (here the test's own CA).
+                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: resolver)],
+                                                             environment: ["SSL_CERT_FILE": certificate.certificateFile])
                 running.add(connect)
                 let using = try connect.waitForLine(startingWith: "Using ")
                 #expect(using.contains("DNS tunnel via \(Self.zone)"), "\(using)")
-                if scheme == "udp" {
+                if kind == "udp" {
                     try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(proxyPort)"], via: "DNS tunnel (udp to unbound)", processes: [bridge, connect])
                 } else {
-                    try expectFetch(bytes: 256 * 1024, name: "dns-tcp.bin", proxyPort: proxyPort, via: "DNS tunnel (tcp to unbound)", processes: [bridge, connect])
+                    try expectFetch(bytes: 256 * 1024, name: "dns-\(kind).bin", proxyPort: proxyPort, via: "DNS tunnel (\(kind) to unbound)", processes: [bridge, connect])
                 }
                 connect.stop()
             }
+            // A resolver whose certificate is not for the name the key expects: no tunnel.
+            let (wrongName, _) = try Peers.connect([self.key(key, resolver: "dot://127.0.0.1:\(tlsPort)&sni=other.raha.test")],
+                                                   extra: ["--probe-timeout", "3"], environment: ["SSL_CERT_FILE": certificate.certificateFile])
+            running.add(wrongName)
+            _ = try wrongName.waitForLine(startingWith: "No transport got through: ")
             let log = bridge.output
             #expect(!log.contains("127.0.0.1:\(try Origin.shared().port)"), "the bridge logged a destination:\n\(log)")
         }

@@ -39,7 +39,14 @@ final class DNSTunnelClient {
     private let eventLoop: EventLoop
     private let session: TunnelSession
     private var transport: ResolverTransport?
-    private var outstanding: [UInt16: (labels: [[UInt8]], sentAt: Duration)] = [:]
+    private struct Query {
+        var labels: [[UInt8]]
+        var sentAt: Duration
+        /// Sent once the session was established (or carrying the handshake):
+        /// an empty answer to it means the bridge does not know the session.
+        var counts: Bool
+    }
+    private var outstanding: [UInt16: Query] = [:]
     private var timer: Scheduled<Void>?
     private var established: EventLoopPromise<Channel>?
     /// The largest answer asked for: lowered when answers come back truncated.
@@ -59,6 +66,9 @@ final class DNSTunnelClient {
         self.eventLoop = eventLoop
         var configuration = ARQConnection.Configuration()
         configuration.rateLimit = key.shaping.queriesPerSecond
+        // Poll again soon after anything arrives (the bridge holds a poll until it has data,
+        // so an answer comes as soon as there is one); idle polls still back off to 2 s.
+        configuration.polling.minimumInterval = .milliseconds(5)
         let arq = ARQConnection(session: UInt64.random(in: 1...UInt64.max), role: .client, configuration: configuration)
         let noise = try NoiseStream(role: .initiator(responderStatic: key.publicKey), prologue: TunnelSession.prologue(zone: key.zone))
         session = TunnelSession(channel: TunnelChannel(eventLoop: eventLoop), arq: arq, noise: noise)
@@ -94,8 +104,11 @@ final class DNSTunnelClient {
                 opened = UDPResolverTransport.open(to: try endpoint.socketAddress(), on: eventLoop, receive: receive)
             case .tcp(let endpoint):
                 opened = eventLoop.makeSucceededFuture(TCPResolverTransport(resolver: try endpoint.socketAddress(), on: eventLoop, receive: receive))
-            case .dot, .doh:
-                throw WireError.unsupported("this version reaches resolvers over udp:// and tcp:// only: change resolver= in the key")
+            case .dot(let endpoint, let serverName):
+                let tls = try TLSClient(serverName: serverName, check: .system, alpn: [])
+                opened = eventLoop.makeSucceededFuture(TCPResolverTransport(resolver: try endpoint.socketAddress(), tls: tls, on: eventLoop, receive: receive))
+            case .doh:
+                throw WireError.unsupported("this version reaches resolvers over udp://, tcp:// and dot:// only: change resolver= in the key")
             }
         } catch {
             established = nil
@@ -141,8 +154,19 @@ final class DNSTunnelClient {
         outstanding = outstanding.filter { now - $0.value.sentAt < Self.queryLifetime }
         let limit = min(downstreamLimit, transport.responseLimit)
         var inFlight = outstanding.values.filter { now - $0.sentAt < Self.inFlightLifetime }.map(\.sentAt).sorted()
+        var sentData = false
         while inFlight.count < Self.maximumInFlight, let segment = session.nextSegment(now: now, budget: upstreamBudget) {
+            // Until the handshake is answered the bridge knows no session: polls would only get empty answers.
+            guard session.isEstablished || !segment.isAckOnly else { continue }
             send(segment, responseLimit: limit, via: transport)
+            inFlight.append(now)
+            sentData = sentData || segment.carriesData
+        }
+        // Data went up (a request, say): a poll goes with it, so the bridge holds a
+        // query to carry the reply as soon as there is one.
+        if sentData, session.isEstablished, inFlight.count < Self.maximumInFlight,
+           let poll = session.poll(now: now, budget: upstreamBudget) {
+            send(poll, responseLimit: limit, via: transport)
             inFlight.append(now)
         }
         if session.isFinished {
@@ -171,7 +195,8 @@ final class DNSTunnelClient {
         guard let query = try? DNSTunnelCodec.query(payload: payload, zone: key.zone, shaping: key.shaping, id: id,
                                                      udpPayloadSize: UInt16(min(responseLimit, Int(UInt16.max)))),
               let bytes = try? query.serialize() else { return }
-        outstanding[id] = (query.questions[0].name.labels, TunnelSession.now())
+        outstanding[id] = Query(labels: query.questions[0].name.labels, sentAt: TunnelSession.now(),
+                                counts: session.isEstablished || segment.carriesData)
         transport.send(bytes)
     }
 
@@ -185,7 +210,7 @@ final class DNSTunnelClient {
         }
         guard let payload = DNSTunnelCodec.payload(ofResponse: message),
               let segment = try? ARQSegment(decoding: payload) else {
-            if message.rcode == .noError && message.answers.isEmpty {
+            if message.rcode == .noError && message.answers.isEmpty && entry.counts {
                 // The zone's server answered as for any name: it does not know this
                 // session (wrong key or zone, or the bridge restarted and forgot it).
                 fail(established != nil ? DNSTunnelError.refused : DNSTunnelError.sessionReset)

@@ -65,18 +65,21 @@ final class UDPResolverTransport: ResolverTransport {
 }
 
 /// Messages go to the resolver over one TCP connection (RFC 7766: two-byte
-/// length prefix, pipelined), opened again when it closed.
+/// length prefix, pipelined), or over TLS on it (DNS over TLS, RFC 7858),
+/// opened again when it closed.
 final class TCPResolverTransport: ResolverTransport {
     let responseLimit = Int(UInt16.max)
     private let eventLoop: EventLoop
     private let resolver: SocketAddress
+    private let tls: TLSClient?
     private let receive: ([UInt8]) -> Void
     private var channel: EventLoopFuture<Channel>?
     private var closed = false
 
-    init(resolver: SocketAddress, on eventLoop: EventLoop, receive: @escaping ([UInt8]) -> Void) {
+    init(resolver: SocketAddress, tls: TLSClient? = nil, on eventLoop: EventLoop, receive: @escaping ([UInt8]) -> Void) {
         self.eventLoop = eventLoop
         self.resolver = resolver
+        self.tls = tls
         self.receive = receive
     }
 
@@ -90,11 +93,12 @@ final class TCPResolverTransport: ResolverTransport {
 
     private func connection() -> EventLoopFuture<Channel> {
         if let channel { return channel }
-        let receive = self.receive
+        let receive = self.receive, tls = self.tls
         let opening = ClientBootstrap(group: eventLoop)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.makeHandler()) }
                     try channel.pipeline.syncOperations.addHandler(Reader(receive: receive))
                 }
             }

@@ -73,6 +73,11 @@ public final class TunnelSession {
         return arq.nextSegment(now: now, budget: budget)
     }
 
+    /// A poll whether or not one is due (client), or nil once reset.
+    public func poll(now: Duration, budget: Int) -> ARQSegment? {
+        arq.poll(now: now, budget: budget)
+    }
+
     /// The segment for an answer (server).
     public func answer(now: Duration, budget: Int) -> ARQSegment {
         pump(now: now)

@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 import NIOCore
 import NIOSSL
 import NIOTLS
@@ -6,7 +7,8 @@ import RahaWire
 
 /// How a client checks the bridge's certificate.
 public enum CertificateCheck: Sendable, Equatable {
-    /// The system's CAs and the server name (the default).
+    /// The system's CAs (or `SSL_CERT_FILE`'s) and the server name (the
+    /// default); the chain alone when there is no name to check.
     case system
     /// Exactly this certificate: SHA-256 of its DER, whatever signed it.
     case pinned([UInt8])
@@ -30,7 +32,12 @@ public struct TLSClient: @unchecked Sendable {
         configuration.minimumTLSVersion = .tlsv12
         configuration.applicationProtocols = alpn
         switch check {
-        case .system: configuration.certificateVerification = .fullVerification
+        case .system:
+            configuration.certificateVerification = serverName == nil ? .noHostnameVerification : .fullVerification
+            // As OpenSSL and curl do: SSL_CERT_FILE names the CA file to trust instead of the system's.
+            if let file = ProcessInfo.processInfo.environment["SSL_CERT_FILE"], !file.isEmpty {
+                configuration.trustRoots = .file(file)
+            }
         // The callback replaces chain and name checks; the pin is the check.
         case .pinned: configuration.certificateVerification = .noHostnameVerification
         case .none: configuration.certificateVerification = .none

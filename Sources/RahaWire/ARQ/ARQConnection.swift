@@ -705,6 +705,15 @@ public struct ARQConnection: Sendable {
         return stamp(header(budget: budget), now: now)
     }
 
+    /// A poll sent now whether or not one is due (client): after data went
+    /// up, so that the server holds a query for the reply. Nil once reset.
+    public mutating func poll(now: Duration, budget: Int) -> ARQSegment? {
+        guard role == .client, !resetState, budget >= ARQSegment.headerLength else { return nil }
+        var segment = header(budget: budget)
+        segment.flags.insert(.poll)
+        return stamp(segment, now: now)
+    }
+
     /// When to call `nextSegment` again at the latest: an RTO, a delayed
     /// ack, a poll, or the rate cap's next slot when something waits.
     /// Nil when nothing will be due without new input.

@@ -72,13 +72,14 @@ enum Peers {
     /// (listening; the first race may still run). Unless `extra` says otherwise, it
     /// probes the loopback origin (never the default probe URL on the internet) and
     /// remembers nothing (--no-memory).
-    static func connect(_ keys: [String], extra: [String] = []) throws -> (ManagedProcess, UInt16) {
+    static func connect(_ keys: [String], extra: [String] = [], environment: [String: String] = [:]) throws -> (ManagedProcess, UInt16) {
         let port = try Ports.free()
         var defaults: [String] = []
         if !extra.contains("--probe-url") { defaults += ["--probe-url", try Origin.shared().smallURL] }
         if !extra.contains("--state") { defaults += ["--no-memory"] }
         let process = try ManagedProcess("raha connect", try Paths.rahaBinary(),
-                                         ["connect"] + keys + ["--listen", "127.0.0.1:\(port)"] + defaults + extra)
+                                         ["connect"] + keys + ["--listen", "127.0.0.1:\(port)"] + defaults + extra,
+                                         environment: environment)
         let line = try process.waitForLine(startingWith: connectReadyPrefix)
         guard line.hasPrefix(connectReadyPrefix + "\(port),") else {
             throw TestFailure("raha connect announced “\(line)”, not port \(port)")
