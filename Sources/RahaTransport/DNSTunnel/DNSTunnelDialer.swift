@@ -156,15 +156,15 @@ final class DNSTunnelClient {
         var inFlight = outstanding.values.filter { now - $0.sentAt < Self.inFlightLifetime }.map(\.sentAt).sorted()
         var sentData = false
         while inFlight.count < Self.maximumInFlight, let segment = session.nextSegment(now: now, budget: upstreamBudget) {
-            // Until the handshake is answered the bridge knows no session: polls would only get empty answers.
-            guard session.isEstablished || !segment.isAckOnly else { continue }
+            // Until the bridge acknowledged the handshake it knows no session: polls would only get empty answers.
+            guard bridgeKnowsSession || !segment.isAckOnly else { continue }
             send(segment, responseLimit: limit, via: transport)
             inFlight.append(now)
             sentData = sentData || segment.carriesData
         }
         // Data went up (a request, say): a poll goes with it, so the bridge holds a
         // query to carry the reply as soon as there is one.
-        if sentData, session.isEstablished, inFlight.count < Self.maximumInFlight,
+        if sentData, bridgeKnowsSession, inFlight.count < Self.maximumInFlight,
            let poll = session.poll(now: now, budget: upstreamBudget) {
             send(poll, responseLimit: limit, via: transport)
             inFlight.append(now)
@@ -186,6 +186,9 @@ final class DNSTunnelClient {
             timer = eventLoop.scheduleTask(in: .nanoseconds(wait.nanosecondsClamped + 1)) { [self] in drive() }
         }
     }
+
+    /// The bridge has the session: the handshake completed, or everything sent so far (the first message) was acknowledged.
+    private var bridgeKnowsSession: Bool { session.isEstablished || session.arq.bufferedBytes == 0 }
 
     private func send(_ segment: ARQSegment, responseLimit: Int, via transport: ResolverTransport) {
         // First byte: the largest answer this end takes, in units of 16 bytes.
