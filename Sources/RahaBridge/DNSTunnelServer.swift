@@ -10,10 +10,13 @@ public struct DNSTunnelListener: Sendable {
     public var zone: DNSName
     public var address: SocketAddress
     public var keyPair: NoiseKeyPair
-    /// How long a query that only polls may wait for data before it is answered empty.
+    /// How long a query that only polls may wait for data before it is answered
+    /// empty. Kept under the resolver's shortest retry timeout (unbound's is
+    /// 50 ms): a resolver that times out retries, backs off the server and in
+    /// the end answers SERVFAIL, which stalls the tunnel.
     public var hold: TimeAmount
 
-    public init(zone: DNSName, address: SocketAddress, keyPair: NoiseKeyPair, hold: TimeAmount = .milliseconds(250)) {
+    public init(zone: DNSName, address: SocketAddress, keyPair: NoiseKeyPair, hold: TimeAmount = .milliseconds(30)) {
         self.zone = zone
         self.address = address
         self.keyPair = keyPair

@@ -74,7 +74,7 @@ final class DNSTunnelClient {
         session = TunnelSession(channel: TunnelChannel(eventLoop: eventLoop), arq: arq, noise: noise)
         upstreamBudget = DNSTunnelCodec.upstreamCapacity(zone: key.zone, shaping: key.shaping) - 1
         guard upstreamBudget >= ARQSegment.headerLength + 64 else {
-            throw DNSTunnelError("a query under \(key.zone) with these limits carries only \(max(0, upstreamBudget)) bytes, too few for the tunnel: allow longer names (name=) or labels (label=), or use a shorter zone")
+            throw DNSTunnelError("a query under \(key.zone.displayText) with these limits carries only \(max(0, upstreamBudget)) bytes, too few for the tunnel: allow longer names (name=) or labels (label=), or use a shorter zone")
         }
     }
 
@@ -108,7 +108,7 @@ final class DNSTunnelClient {
                 let tls = try TLSClient(serverName: serverName, check: .system, alpn: [])
                 opened = eventLoop.makeSucceededFuture(TCPResolverTransport(resolver: try endpoint.socketAddress(), tls: tls, on: eventLoop, receive: receive))
             case .doh:
-                throw WireError.unsupported("this version reaches resolvers over udp://, tcp:// and dot:// only: change resolver= in the key")
+                throw DNSTunnelError("this version reaches resolvers over udp://, tcp:// and dot:// only, not doh://: change resolver= in the key")
             }
         } catch {
             established = nil
