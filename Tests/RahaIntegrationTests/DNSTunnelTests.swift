@@ -36,7 +36,7 @@ extension RahaIntegration {
             #expect(identical, "\(via): \(result.body.count) bytes arrived\(firstDifference(result.body, expected)), expected \(bytes)\(outputs(processes))")
         }
 
-        @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP, TCP and TLS (DoT) to the resolver")
+        @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP, TCP, TLS (DoT) and HTTPS (DoH) to the resolver")
         func throughUnbound() throws {
             let running = Processes()
             defer { running.stopAll() }
@@ -48,10 +48,12 @@ extension RahaIntegration {
                                       tlsCertificate: (certificate.certificateFile, certificate.keyFile))
             defer { unbound.stop() }
             let tlsPort = try #require(unbound.tlsPort)
+            let httpsPort = try #require(unbound.httpsPort)
             let resolvers = [("udp", "udp://127.0.0.1:\(unbound.port)"), ("tcp", "tcp://127.0.0.1:\(unbound.port)"),
-                             ("dot", "dot://127.0.0.1:\(tlsPort)&sni=\(resolverName)")]
+                             ("dot", "dot://127.0.0.1:\(tlsPort)&sni=\(resolverName)"),
+                             ("doh", "doh://127.0.0.1:\(httpsPort)/dns-query")]
             for (kind, resolver) in resolvers {
-                // DoT checks the resolver's certificate against SSL_CERT_FILE (here the test's own CA).
+                // DoT and DoH check the resolver's certificate against SSL_CERT_FILE (here the test's own CA).
                 let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: resolver)],
                                                              environment: ["SSL_CERT_FILE": certificate.certificateFile])
                 running.add(connect)

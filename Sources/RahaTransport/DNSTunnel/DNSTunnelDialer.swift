@@ -107,8 +107,8 @@ final class DNSTunnelClient {
             case .dot(let endpoint, let serverName):
                 let tls = try TLSClient(serverName: serverName, check: .system, alpn: [])
                 opened = eventLoop.makeSucceededFuture(TCPResolverTransport(resolver: try endpoint.socketAddress(), tls: tls, on: eventLoop, receive: receive))
-            case .doh:
-                throw DNSTunnelError("this version reaches resolvers over udp://, tcp:// and dot:// only, not doh://: change resolver= in the key")
+            case .doh(let url):
+                opened = eventLoop.makeSucceededFuture(try DoHResolverTransport(url: url, on: eventLoop, receive: receive))
             }
         } catch {
             established = nil

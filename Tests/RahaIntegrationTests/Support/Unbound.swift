@@ -33,6 +33,8 @@ final class Unbound: @unchecked Sendable {
     let port: UInt16
     /// DNS over TLS on 127.0.0.1, when a certificate was given.
     let tlsPort: UInt16?
+    /// DNS over HTTPS (HTTP/2, path /dns-query) on 127.0.0.1, when a certificate was given.
+    let httpsPort: UInt16?
     let directory: URL
     /// The config unbound runs with (for failure messages).
     let config: String
@@ -47,7 +49,8 @@ final class Unbound: @unchecked Sendable {
         ProcessRegistry.shared.removeAtExit(directory.path)
         let port = try Ports.free()
         let tlsPort = try tlsCertificate.map { _ in try Ports.free() }
-        let config = Self.config(directory: directory.path, port: port, tlsPort: tlsPort, tlsCertificate: tlsCertificate,
+        let httpsPort = try tlsCertificate.map { _ in try Ports.free() }
+        let config = Self.config(directory: directory.path, port: port, tlsPort: tlsPort, httpsPort: httpsPort, tlsCertificate: tlsCertificate,
                                  qnameMinimisation: qnameMinimisation, stubZones: stubZones)
         let file = directory.appendingPathComponent("unbound.conf")
         try Data(config.utf8).write(to: file)
@@ -61,10 +64,12 @@ final class Unbound: @unchecked Sendable {
         self.process = process
         self.port = port
         self.tlsPort = tlsPort
+        self.httpsPort = httpsPort
         self.directory = directory
         self.config = config
         try waitUntilAnswering()
         if let tlsPort { try Ports.waitUntilAccepting(tlsPort, process: process) }
+        if let httpsPort { try Ports.waitUntilAccepting(httpsPort, process: process) }
     }
 
     deinit { process.stop() }
@@ -100,7 +105,7 @@ final class Unbound: @unchecked Sendable {
         throw TestFailure("unbound did not answer on 127.0.0.1:\(port) within \(Int(ManagedProcess.hangGuard)) s (hang guard).\nLog:\n\(log)")
     }
 
-    static func config(directory: String, port: UInt16, tlsPort: UInt16?,
+    static func config(directory: String, port: UInt16, tlsPort: UInt16?, httpsPort: UInt16? = nil,
                        tlsCertificate: (certPath: String, keyPath: String)?,
                        qnameMinimisation: Bool, stubZones: [StubZone]) -> String {
         var lines = [
@@ -115,6 +120,9 @@ final class Unbound: @unchecked Sendable {
                 "  tls-service-key: \"\(tlsCertificate.keyPath)\"",
                 "  tls-service-pem: \"\(tlsCertificate.certPath)\"",
             ]
+            if let httpsPort {
+                lines += ["  interface: 127.0.0.1@\(httpsPort)", "  https-port: \(httpsPort)", "  http-endpoint: \"/dns-query\""]
+            }
         }
         lines += [
             "  port: \(port)",
