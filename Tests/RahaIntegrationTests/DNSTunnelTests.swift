@@ -26,16 +26,6 @@ extension RahaIntegration {
             return parts[0] + "&resolver=\(resolver)" + (parts.count > 1 ? "#" + parts[1] : "")
         }
 
-        /// Fetches `bytes` random bytes through the proxy on `proxyPort` and checks them.
-        private func expectFetch(bytes: Int, name: String, proxyPort: UInt16, via: String, processes: [ManagedProcess]) throws {
-            let origin = try Origin.shared()
-            let expected = try origin.randomFile(name, bytes: bytes)
-            let result = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", origin.url(name)], maxTime: 90)
-            #expect(result.status == 0, "\(via): curl exited \(result.status): \(result.stderr)\(outputs(processes))")
-            let identical = result.body == expected
-            #expect(identical, "\(via): \(result.body.count) bytes arrived\(firstDifference(result.body, expected)), expected \(bytes)\(outputs(processes))")
-        }
-
         @Test("Through Debian's unbound with qname minimisation: raha connect finds the bridge by its zone and curl fetches files intact, over UDP, TCP, TLS (DoT) and HTTPS (DoH) to the resolver")
         func throughUnbound() throws {
             let running = Processes()
@@ -62,7 +52,8 @@ extension RahaIntegration {
                 if kind == "udp" {
                     try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(proxyPort)"], via: "DNS tunnel (udp to unbound)", processes: [bridge, connect])
                 } else {
-                    try expectFetch(bytes: 256 * 1024, name: "dns-\(kind).bin", proxyPort: proxyPort, via: "DNS tunnel (\(kind) to unbound)", processes: [bridge, connect])
+                    try expectFetchesFile("dns-\(kind).bin", bytes: 256 * 1024, ["--socks5-hostname", "127.0.0.1:\(proxyPort)"],
+                                          via: "DNS tunnel (\(kind) to unbound)", processes: [bridge, connect])
                 }
                 connect.stop()
             }
@@ -91,7 +82,8 @@ extension RahaIntegration {
             let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: "udp://127.0.0.1:\(chaosPort)")], extra: ["--probe-timeout", "20"])
             running.add(connect)
             _ = try connect.waitForLine(startingWith: "Using ")
-            try expectFetch(bytes: 1 << 20, name: "dns-lossy.bin", proxyPort: proxyPort, via: "DNS tunnel over a lossy path", processes: [bridge, connect, chaos])
+            try expectFetchesFile("dns-lossy.bin", bytes: 1 << 20, ["--socks5-hostname", "127.0.0.1:\(proxyPort)"],
+                                  via: "DNS tunnel over a lossy path", processes: [bridge, connect, chaos], maxTime: 90)
             #expect(chaos.output.contains("chaos: dropped"), "the lossy path saw fewer than 100 datagrams:\n\(chaos.output)")
         }
 
@@ -158,10 +150,7 @@ extension RahaIntegration {
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             guard fd >= 0 else { throw TestFailure("socket() failed") }
             defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var address = Ports.loopback(port)
             _ = data.withUnsafeBytes { bytes in
                 withUnsafePointer(to: &address) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

@@ -91,11 +91,7 @@ final class FakeAuthoritative: @unchecked Sendable {
         port = try Ports.free()
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
-        var address = Ports.loopback(port)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0 else {
+        guard Ports.bind(fd, toLoopback: port) else {
             close(fd)
             throw TestFailure("bind 127.0.0.1:\(port): \(String(cString: strerror(errno)))")
         }

@@ -18,6 +18,19 @@ func expectFetchesBoth(_ proxyArguments: [String], via: String, processes: [Mana
     }
 }
 
+/// Fetches a random file of `bytes` bytes that the origin serves as `name`
+/// (made on first use) through `proxyArguments` and checks it byte for byte.
+func expectFetchesFile(_ name: String, bytes: Int, _ proxyArguments: [String], via: String, processes: [ManagedProcess] = [],
+                       maxTime: Int = 60, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let origin = try Origin.shared()
+    let expected = try origin.randomFile(name, bytes: bytes)
+    let result = try Curl.fetch(proxyArguments + [origin.url(name)], maxTime: maxTime)
+    #expect(result.status == 0, "\(via): curl exited \(result.status): \(result.stderr)\(outputs(processes))", sourceLocation: sourceLocation)
+    let identical = result.body == expected
+    #expect(identical, "\(via): \(name) arrived as \(result.body.count) bytes\(firstDifference(result.body, expected)), expected \(bytes) exactly\(outputs(processes))",
+            sourceLocation: sourceLocation)
+}
+
 /// Where two byte strings first differ, for messages.
 func firstDifference(_ a: Data, _ b: Data) -> String {
     let x = [UInt8](a), y = [UInt8](b)

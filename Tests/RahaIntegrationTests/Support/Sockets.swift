@@ -38,9 +38,14 @@ enum Ports {
         let fd = socket(AF_INET, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        return bind(fd, toLoopback: port)
+    }
+
+    /// Binds a socket to 127.0.0.1:port; false (errno set) when that fails.
+    static func bind(_ fd: Int32, toLoopback port: UInt16) -> Bool {
         var address = loopback(port)
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         } == 0
     }
 
@@ -226,11 +231,7 @@ final class SilentListener: @unchecked Sendable {
         port = try Ports.free()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket(): \(String(cString: strerror(errno)))") }
-        var address = Ports.loopback(port)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 64) == 0 else {
+        guard Ports.bind(fd, toLoopback: port), listen(fd, 64) == 0 else {
             let reason = String(cString: strerror(errno))
             Glibc.close(fd)
             throw TestFailure("cannot listen on 127.0.0.1:\(port): \(reason)")

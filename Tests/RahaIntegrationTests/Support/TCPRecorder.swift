@@ -23,11 +23,7 @@ final class TCPRecorder: @unchecked Sendable {
         listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
         setsockopt(listenFD, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = Ports.loopback(port)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(listenFD, 16) == 0 else {
+        guard Ports.bind(listenFD, toLoopback: port), listen(listenFD, 16) == 0 else {
             close(listenFD)
             throw TestFailure("recorder cannot listen on 127.0.0.1:\(port): \(String(cString: strerror(errno)))")
         }
