@@ -179,7 +179,7 @@ final class DNSTunnelServer {
             guard let self, let entry else { return }
             self.service(entry, now: TunnelSession.now())
         }
-        session.start(now: now)
+        session.start()
         sessions[segment.session] = entry
         logger.debug("DNS tunnel session opened", metadata: ["sessions": "\(sessions.count)"])
         return entry

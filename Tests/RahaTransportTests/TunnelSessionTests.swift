@@ -58,9 +58,8 @@ struct TunnelSessionTests {
             try server.channel.pipeline.syncOperations.addHandler(MuxHandler(role: .server, configuration: .init(padding: .off)) { stream in
                 stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(Echo()) }
             })
-            let now = TunnelSession.now()
-            client.start(now: now)
-            server.start(now: now)
+            client.start()
+            server.start()
             link = loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { [self] _ in move() }
         }
 

@@ -120,7 +120,7 @@ final class DNSTunnelClient {
             case .success(let transport):
                 self.transport = transport
                 session.wake = { [weak self] in self?.drive() }
-                session.start(now: TunnelSession.now())
+                session.start()
                 session.channel.closeFuture.whenComplete { [self] _ in drive() }
                 drive()
             case .failure(let error):

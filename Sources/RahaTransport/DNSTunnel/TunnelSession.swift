@@ -13,7 +13,6 @@ public final class TunnelSession {
     /// Sealed bytes the ARQ send buffer had no room for yet.
     private var wire: [UInt8] = []
     private var failure: Error?
-    private var channelClosed = false
     /// Called when there may be something new to send (the driver sends queries or answers held ones).
     public var wake: () -> Void = {}
 
@@ -27,27 +26,26 @@ public final class TunnelSession {
     }
 
     /// Attaches the channel (its pipeline already set up) and starts.
-    public func start(now: Duration) {
+    public func start() {
         channel.activate(engine: TunnelChannel.Engine(
             send: { [weak self] buffer in
                 guard let self else { return }
                 self.noise.write(Array(buffer.readableBytesView))
-                self.pump(now: Self.now())
+                self.pump()
                 self.wake()
             },
             readResumed: { [weak self] in
                 guard let self else { return }
-                self.pump(now: Self.now())
+                self.pump()
                 self.wake()
             },
             close: { [weak self] in
                 guard let self else { return }
-                self.channelClosed = true
-                self.pump(now: Self.now())
+                self.pump()
                 self.arq.close()
                 self.wake()
             }))
-        pump(now: now)
+        pump()
     }
 
     /// The Noise prologue: binds a session to its zone, so a key for one
@@ -64,12 +62,12 @@ public final class TunnelSession {
     /// Hands a segment from the peer to the ARQ and moves what it released.
     public func receive(_ segment: ARQSegment, now: Duration) {
         arq.receive(segment, now: now)
-        pump(now: now)
+        pump()
     }
 
     /// The next segment to send in a query (client), or nil for none now.
     public func nextSegment(now: Duration, budget: Int) -> ARQSegment? {
-        pump(now: now)
+        pump()
         return arq.nextSegment(now: now, budget: budget)
     }
 
@@ -80,7 +78,7 @@ public final class TunnelSession {
 
     /// The segment for an answer (server).
     public func answer(now: Duration, budget: Int) -> ARQSegment {
-        pump(now: now)
+        pump()
         return arq.answer(now: now, budget: budget)
     }
 
@@ -104,13 +102,9 @@ public final class TunnelSession {
 
     /// Moves bytes: sealed output into the ARQ, arrived bytes through Noise
     /// into the channel; closes the channel when the session ended.
-    public func pump(now: Duration) {
+    public func pump() {
         guard failure == nil else { return }
-        wire += noise.takeOutbound()
-        if !wire.isEmpty {
-            let taken = arq.send(wire)
-            if taken > 0 { wire.removeFirst(taken) }
-        }
+        moveSealed()
         channel.setWritable(noise.pendingPlaintextCount + wire.count < Self.writeHighWater)
         while channel.wantsInbound {
             let bytes = arq.readable()
@@ -126,12 +120,7 @@ public final class TunnelSession {
                 abort(error)
                 return
             }
-            // Noise may owe a handshake reply now.
-            wire += noise.takeOutbound()
-            if !wire.isEmpty {
-                let taken = arq.send(wire)
-                if taken > 0 { wire.removeFirst(taken) }
-            }
+            moveSealed() // Noise may owe a handshake reply now
         }
         if arq.state == .reset {
             channel.engineClosed(error: DNSTunnelError.sessionReset)
@@ -140,6 +129,14 @@ public final class TunnelSession {
             channel.engineClosed(error: nil)
             arq.close()
         }
+    }
+
+    /// Sealed output into the ARQ's send buffer, as much as it takes.
+    private func moveSealed() {
+        wire += noise.takeOutbound()
+        guard !wire.isEmpty else { return }
+        let taken = arq.send(wire)
+        if taken > 0 { wire.removeFirst(taken) }
     }
 }
 
