@@ -203,6 +203,31 @@ struct NoiseSymmetricState: Sendable {
         return (NoiseCipherState(key: k1), NoiseCipherState(key: k2))
     }
 
+    /// Writes the tokens `e` then a DH of `e` with `remote`, then `payload`
+    /// encrypted: the initiator's `e, es` or the responder's `e, ee`.
+    mutating func writeEphemeral(_ e: NoiseKeyPair, mixingDHWith remote: [UInt8], payload: [UInt8]) throws -> [UInt8] {
+        guard Noise.keyLength + payload.count + Noise.tagLength <= Noise.maxMessageLength else {
+            throw WireError.tooLarge("a Noise handshake payload of \(payload.count) bytes does not fit in one message")
+        }
+        mixHash(e.publicKey)
+        mixKey(try Noise.dh(e.agreementKey, remote))
+        return try e.publicKey + encryptAndHash(payload)
+    }
+
+    /// Reads the peer's `e`, mixes a DH of `local` with it and decrypts the
+    /// payload: the responder's side of `e, es`, the initiator's of `e, ee`.
+    /// `what` and `peer` name the message and its sender in the error.
+    mutating func readEphemeral(_ message: [UInt8], mixingDHWith local: NoiseKeyPair,
+                                what: String, peer: String) throws -> (remoteEphemeral: [UInt8], payload: [UInt8]) {
+        guard message.count >= Noise.keyLength + Noise.tagLength, message.count <= Noise.maxMessageLength else {
+            throw WireError.handshakeFailed("the Noise \(what) is \(message.count) bytes, outside \(Noise.keyLength + Noise.tagLength)...\(Noise.maxMessageLength): the peer is not \(peer) or the data was damaged")
+        }
+        let re = Array(message[..<Noise.keyLength])
+        mixHash(re)
+        mixKey(try Noise.dh(local.agreementKey, re))
+        return (re, try decryptAndHash(Array(message[Noise.keyLength...])))
+    }
+
     /// The state after the `<- s` pre-message of NK: protocol name, prologue, responder's static key.
     static func nk(prologue: [UInt8], responderStatic: [UInt8]) -> NoiseSymmetricState {
         var state = NoiseSymmetricState(protocolName: Noise.protocolName)
@@ -284,15 +309,9 @@ public struct NoiseNKInitiator: Sendable {
             throw WireError.malformed("the Noise initiator writes its handshake message once, before reading the reply")
         }
         step = .failed
-        guard Noise.keyLength + payload.count + Noise.tagLength <= Noise.maxMessageLength else {
-            throw WireError.tooLarge("a Noise handshake payload of \(payload.count) bytes does not fit in one message")
-        }
         let e = ephemeral ?? NoiseKeyPair.generate()
         ephemeral = e
-        var message = e.publicKey
-        symmetric.mixHash(e.publicKey)
-        symmetric.mixKey(try Noise.dh(e.agreementKey, responderStatic))
-        message += try symmetric.encryptAndHash(payload)
+        let message = try symmetric.writeEphemeral(e, mixingDHWith: responderStatic, payload: payload)
         step = .awaitingReply
         return message
     }
@@ -305,13 +324,7 @@ public struct NoiseNKInitiator: Sendable {
             throw WireError.malformed("the Noise initiator reads one reply, after writing its handshake message")
         }
         step = .failed
-        guard message.count >= Noise.keyLength + Noise.tagLength, message.count <= Noise.maxMessageLength else {
-            throw WireError.handshakeFailed("the Noise handshake reply is \(message.count) bytes, outside \(Noise.keyLength + Noise.tagLength)...\(Noise.maxMessageLength): the peer is not a Raha bridge or the data was damaged")
-        }
-        let re = Array(message[..<Noise.keyLength])
-        symmetric.mixHash(re)
-        symmetric.mixKey(try Noise.dh(e.agreementKey, re))
-        let payload = try symmetric.decryptAndHash(Array(message[Noise.keyLength...]))
+        let (_, payload) = try symmetric.readEphemeral(message, mixingDHWith: e, what: "handshake reply", peer: "a Raha bridge")
         let (toResponder, toInitiator) = symmetric.split()
         step = .done
         return (payload, NoiseSession(sender: toResponder, receiver: toInitiator, handshakeHash: symmetric.hash))
@@ -353,13 +366,7 @@ public struct NoiseNKResponder: Sendable {
             throw WireError.malformed("the Noise responder reads the initiator's handshake message once, first")
         }
         step = .failed
-        guard message.count >= Noise.keyLength + Noise.tagLength, message.count <= Noise.maxMessageLength else {
-            throw WireError.handshakeFailed("the Noise handshake message is \(message.count) bytes, outside \(Noise.keyLength + Noise.tagLength)...\(Noise.maxMessageLength): the peer is not a Raha client or the data was damaged")
-        }
-        let re = Array(message[..<Noise.keyLength])
-        symmetric.mixHash(re)
-        symmetric.mixKey(try Noise.dh(staticKey.agreementKey, re))
-        let payload = try symmetric.decryptAndHash(Array(message[Noise.keyLength...]))
+        let (re, payload) = try symmetric.readEphemeral(message, mixingDHWith: staticKey, what: "handshake message", peer: "a Raha client")
         remoteEphemeral = re
         step = .readFirst
         return payload
@@ -372,14 +379,8 @@ public struct NoiseNKResponder: Sendable {
             throw WireError.malformed("the Noise responder writes its reply once, after reading the initiator's message")
         }
         step = .failed
-        guard Noise.keyLength + payload.count + Noise.tagLength <= Noise.maxMessageLength else {
-            throw WireError.tooLarge("a Noise handshake payload of \(payload.count) bytes does not fit in one message")
-        }
         let e = ephemeral ?? NoiseKeyPair.generate()
-        var message = e.publicKey
-        symmetric.mixHash(e.publicKey)
-        symmetric.mixKey(try Noise.dh(e.agreementKey, remoteEphemeral))
-        message += try symmetric.encryptAndHash(payload)
+        let message = try symmetric.writeEphemeral(e, mixingDHWith: remoteEphemeral, payload: payload)
         let (toResponder, toInitiator) = symmetric.split()
         step = .done
         return (message, NoiseSession(sender: toInitiator, receiver: toResponder, handshakeHash: symmetric.hash))
