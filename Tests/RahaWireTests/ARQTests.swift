@@ -60,8 +60,10 @@ struct ARQWorld {
         var up: [UInt8] = [], down: [UInt8] = []
         var idleSpins = 0
         while now < limit {
-            offer(upload, sent: &upSent, to: &client)
-            offer(download, sent: &downSent, to: &server)
+            offerChunk(of: upload, sent: &upSent, to: &client)
+            offerChunk(of: download, sent: &downSent, to: &server)
+            if upSent == upload.count { client.close() }
+            if downSent == download.count { server.close() }
             up += server.readable()
             down += client.readable()
             if uploadDone == nil && up.count == upload.count { uploadDone = now }
@@ -71,24 +73,9 @@ struct ARQWorld {
                 clientSendTimes.append(now)
                 transmit(segment, toServer: true)
             }
-            guard let next = [wire.map(\.at).min(), client.nextDeadline()].compactMap({ $0 }).min() else {
-                Issue.record("the simulation stalled with nothing to do at \(now)")
-                break
-            }
-            if next <= now {
-                idleSpins += 1
-                guard idleSpins < 1000 else {
-                    Issue.record("the client keeps asking to be called at \(next) but sends nothing (now \(now))")
-                    break
-                }
-            } else {
-                idleSpins = 0
-                now = next
-            }
-            let due = wire.indices.filter { wire[$0].at <= now }.sorted { wire[$0].at < wire[$1].at }
-            let arriving = due.map { wire[$0] }
-            for index in due.sorted(by: >) { wire.remove(at: index) }
-            for datagram in arriving {
+            guard let next = nextSimulationTime([wire.map(\.at).min(), client.nextDeadline()], now: now, idleSpins: &idleSpins) else { break }
+            now = next
+            for datagram in takeDue(from: &wire, at: now, time: \.at) {
                 let segment = try ARQSegment(decoding: datagram.bytes)
                 if datagram.toServer {
                     server.receive(segment, now: now)
@@ -101,13 +88,42 @@ struct ARQWorld {
         return (up, down)
     }
 
-    private func offer(_ data: [UInt8], sent: inout Int, to connection: inout ARQConnection) {
-        let chunk = 16 * 1024
-        if sent < data.count && connection.bufferedBytes + chunk <= connection.configuration.sendBufferLimit {
-            sent += connection.send(Array(data[sent ..< min(sent + chunk, data.count)]))
-        }
-        if sent == data.count { connection.close() }
+}
+
+/// Offers the next 16 KiB of `data` when the connection's send buffer has room for it.
+func offerChunk(of data: [UInt8], sent: inout Int, to connection: inout ARQConnection) {
+    let chunk = 16 * 1024
+    if sent < data.count && connection.bufferedBytes + chunk <= connection.configuration.sendBufferLimit {
+        sent += connection.send(Array(data[sent ..< min(sent + chunk, data.count)]))
     }
+}
+
+/// The simulations' next time: the earliest of `candidates`, or `now` again
+/// while a client asks to be called at once (at most 1000 times in a row);
+/// nil, with the test failed, when nothing is left to happen or a client spins.
+func nextSimulationTime(_ candidates: [Duration?], now: Duration, idleSpins: inout Int) -> Duration? {
+    guard let next = candidates.compactMap({ $0 }).min() else {
+        Issue.record("the simulation stalled with nothing to do at \(now)")
+        return nil
+    }
+    guard next <= now else {
+        idleSpins = 0
+        return next
+    }
+    idleSpins += 1
+    guard idleSpins < 1000 else {
+        Issue.record("a client keeps asking to be called at \(next) but sends nothing (now \(now))")
+        return nil
+    }
+    return now
+}
+
+/// Removes and returns, in order of arrival, the datagrams due by `now`.
+func takeDue<Datagram>(from wire: inout [Datagram], at now: Duration, time: (Datagram) -> Duration) -> [Datagram] {
+    let due = wire.indices.filter { time(wire[$0]) <= now }.sorted { time(wire[$0]) < time(wire[$1]) }
+    let arriving = due.map { wire[$0] }
+    for index in due.sorted(by: >) { wire.remove(at: index) }
+    return arriving
 }
 
 extension ARQConnection {
@@ -438,10 +454,7 @@ struct BottleneckWorld {
         var idleSpins = 0
         while now < limit {
             for pair in 0 ..< pairs where now >= starts[pair] {
-                let chunk = 16 * 1024
-                if sent[pair] < uploads[pair].count && clients[pair].bufferedBytes + chunk <= clients[pair].configuration.sendBufferLimit {
-                    sent[pair] += clients[pair].send(Array(uploads[pair][sent[pair] ..< min(sent[pair] + chunk, uploads[pair].count)]))
-                }
+                offerChunk(of: uploads[pair], sent: &sent[pair], to: &clients[pair])
                 if sent[pair] == uploads[pair].count { clients[pair].close(); servers[pair].close() }
             }
             for pair in 0 ..< pairs {
@@ -456,29 +469,14 @@ struct BottleneckWorld {
                 }
             }
             let candidates = [wire.map(\.at).min(), headDeparts] + clients.map { $0.nextDeadline() }
-            guard let next = candidates.compactMap({ $0 }).min() else {
-                Issue.record("the simulation stalled with nothing to do at \(now)")
-                break
-            }
-            if next <= now {
-                idleSpins += 1
-                guard idleSpins < 1000 else {
-                    Issue.record("a client keeps asking to be called at \(next) but sends nothing (now \(now))")
-                    break
-                }
-            } else {
-                idleSpins = 0
-                advance(to: min(next, limit))
-            }
+            guard let next = nextSimulationTime(candidates, now: now, idleSpins: &idleSpins) else { break }
+            if next > now { advance(to: min(next, limit)) }
             while let departs = headDeparts, departs <= now {
                 let head = queue.removeFirst()
                 wire.append((departs + Self.baseDelay, head.pair, true, head.bytes))
                 headDeparts = queue.isEmpty ? nil : departs + serviceTime
             }
-            let due = wire.indices.filter { wire[$0].at <= now }.sorted { wire[$0].at < wire[$1].at }
-            let arriving = due.map { wire[$0] }
-            for index in due.sorted(by: >) { wire.remove(at: index) }
-            for datagram in arriving {
+            for datagram in takeDue(from: &wire, at: now, time: \.at) {
                 let segment = try ARQSegment(decoding: datagram.bytes)
                 if datagram.toServer {
                     servers[datagram.pair].receive(segment, now: now)
