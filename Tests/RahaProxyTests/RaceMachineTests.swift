@@ -1,4 +1,5 @@
 import Foundation
+import RahaWire
 import Testing
 @testable import RahaProxy
 
@@ -167,7 +168,7 @@ struct NetworkIdentityTests {
 
     @Test("Nameservers in order; the id is 16 hex digits (no address) that differ per network")
     func identifier() {
-        let servers = NetworkIdentity.nameservers(resolvConf: "# comment\nsearch lan\nnameserver 127.0.0.53\nnameserver\t::1\noptions edns0\n")
+        let servers = ResolvConf.nameservers("# comment\nsearch lan\nnameserver 127.0.0.53\nnameserver\t::1\noptions edns0\n")
         #expect(servers == ["127.0.0.53", "::1"])
         let route = NetworkIdentity.defaultRoute(procNetRoute: Self.route)
         let id = NetworkIdentity.identifier(route: route, nameservers: servers)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import RahaWire
 
 /// Which network this machine is on, as an opaque id: a hash of the default
 /// route (interface and gateway) and the nameservers, so that nothing
@@ -27,14 +28,6 @@ public enum NetworkIdentity {
         return best?.route
     }
 
-    /// The `nameserver` addresses in resolv.conf text, in order.
-    public static func nameservers(resolvConf text: String) -> [String] {
-        text.split(whereSeparator: \.isNewline).compactMap { line in
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            return fields.count >= 2 && fields[0] == "nameserver" ? String(fields[1]) : nil
-        }
-    }
-
     /// The id for a route and nameservers: 16 hex digits of SHA-256.
     public static func identifier(route: DefaultRoute?, nameservers: [String]) -> String {
         let text = "route=\(route?.interface ?? "-"),\(route?.gateway ?? "-");dns=\(nameservers.joined(separator: ","))"
@@ -44,7 +37,7 @@ public enum NetworkIdentity {
     /// This machine's network now (Linux: /proc/net/route and /etc/resolv.conf).
     public static func current() -> String {
         let route = (try? String(contentsOfFile: "/proc/net/route", encoding: .utf8)).flatMap { defaultRoute(procNetRoute: $0) }
-        let servers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map { nameservers(resolvConf: $0) } ?? []
+        let servers = (try? String(contentsOfFile: ResolvConf.path, encoding: .utf8)).map(ResolvConf.nameservers) ?? []
         return identifier(route: route, nameservers: servers)
     }
 }

@@ -141,15 +141,12 @@ final class TCPResolverTransport: ResolverTransport {
 }
 
 /// The first `nameserver` of /etc/resolv.conf, for keys that name no resolver.
-func systemResolverAddress(path: String = "/etc/resolv.conf") throws -> SocketAddress {
-    let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-    for line in text.split(separator: "\n") {
-        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-        guard fields.count >= 2, fields[0] == "nameserver" else { continue }
-        var host = String(fields[1])
-        if let percent = host.firstIndex(of: "%") { host = String(host[..<percent]) }
-        if let address = try? SocketAddress(ipAddress: host, port: 53) { return address }
+func systemResolverAddress() throws -> SocketAddress {
+    let text = (try? String(contentsOfFile: ResolvConf.path, encoding: .utf8)) ?? ""
+    for server in ResolvConf.nameservers(text) {
+        let address = server.prefix { $0 != "%" } // an IPv6 zone: not part of the address
+        if let socketAddress = try? SocketAddress(ipAddress: String(address), port: 53) { return socketAddress }
     }
     throw WireError(.init(rawValue: "dns-no-system-resolver"),
-                    "no nameserver in \(path): name a resolver in the key (resolver=udp://IP:53)")
+                    "no nameserver in \(ResolvConf.path): name a resolver in the key (resolver=udp://IP:53)")
 }
