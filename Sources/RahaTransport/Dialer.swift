@@ -27,13 +27,17 @@ public func isTLSFailure(_ error: Error) -> Bool {
     error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError
 }
 
+/// An error whose description is safe to show and log as it is: it names
+/// no destination, no client address and no secret.
+public protocol PrivacySafeError: Error, CustomStringConvertible {}
+
 /// A description of a connection failure that is safe to log: the kind of
 /// failure and the error number, never an address or a name.
 public func privacySafeReason(_ error: Error) -> String {
+    if let error = error as? PrivacySafeError { return error.description }
     if let error = error as? IOError { return "I/O error \(error.errnoCode)" }
     if let error = error as? ChannelError { return "channel error \(error)" }
     if let error = error as? WireError { return error.code.rawValue }
-    if let error = error as? DNSTunnelError { return error.description }
     if isTLSFailure(error) {
         return "TLS handshake failed (certificate not trusted, not matching the pin, or not TLS)"
     }

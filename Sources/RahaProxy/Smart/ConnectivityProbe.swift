@@ -6,7 +6,7 @@ import RahaWire
 
 /// Why a probe or a stream through a transport failed, in words safe to log
 /// and to show (never an address or a name).
-public struct TransportFailure: Error, CustomStringConvertible, Sendable {
+public struct TransportFailure: PrivacySafeError, Sendable {
     public let reason: String
     public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
@@ -18,7 +18,6 @@ public struct TransportFailure: Error, CustomStringConvertible, Sendable {
 
     /// The reason for any error, privacy-safe: refused, reset and timeouts in words.
     public static func reason(for error: Error) -> String {
-        if let error = error as? TransportFailure { return error.reason }
         if let error = error as? IOError {
             switch error.errnoCode {
             case ECONNREFUSED: return "connection refused"

@@ -142,7 +142,7 @@ public final class TunnelSession {
 
 /// Why a DNS tunnel session failed, in words safe to show and log (no
 /// address, no name but the zone's).
-public struct DNSTunnelError: Error, CustomStringConvertible {
+public struct DNSTunnelError: PrivacySafeError {
     public let description: String
     public init(_ description: String) { self.description = description }
 
