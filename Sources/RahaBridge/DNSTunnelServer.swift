@@ -48,8 +48,6 @@ final class DNSTunnelServer {
     static let idleLimit: Duration = .seconds(180)
     /// Queries held per session at most (clients keep fewer outstanding); older ones are answered first.
     static let maximumHeld = 64
-    /// The client's first Noise message as framed on the stream: length, ephemeral key, tag.
-    static let firstHandshakeLength = 2 + 32 + 16
 
     private struct Held {
         var query: DNSMessage
@@ -124,26 +122,38 @@ final class DNSTunnelServer {
         }
         guard let query = try? DNSMessage(parsing: bytes), !query.isResponse, query.opcode == 0, query.questions.count == 1 else { return }
         let zone = listener.zone
-        guard let payload = DNSTunnelCodec.payload(ofQuery: query, zone: zone), payload.count > ARQSegment.headerLength,
-              let segment = try? ARQSegment(decoding: Array(payload.dropFirst())) else {
-            send(DNSTunnelCodec.nonTunnelResponse(to: query, zone: zone), reply: reply)
-            return
+        // The name decoded in every encoding it spells something in (clients
+        // choose theirs); the session a decoding names says which was meant.
+        let candidates = DNSTunnelEncoding.allCases.compactMap { encoding -> (payload: [UInt8], segment: ARQSegment)? in
+            guard let payload = DNSTunnelCodec.payload(ofQuery: query, zone: zone, encoding: encoding),
+                  payload.count > ARQSegment.headerLength,
+                  let segment = try? ARQSegment(decoding: Array(payload.dropFirst())) else { return nil }
+            return (payload, segment)
         }
         let now = TunnelSession.now()
-        guard let entry = sessions[segment.session] ?? newSession(for: segment, now: now) else {
+        var found: (entry: Entry, payload: [UInt8], segment: ARQSegment)?
+        if let known = candidates.first(where: { sessions[$0.segment.session] != nil }), let entry = sessions[known.segment.session] {
+            entry.session.receive(known.segment, now: now)
+            found = (entry, known.payload, known.segment)
+        } else {
+            for candidate in candidates {
+                guard let entry = newSession(for: candidate.segment, now: now) else { continue }
+                entry.session.receive(candidate.segment, now: now)
+                if entry.session.isEstablished {
+                    found = (entry, candidate.payload, candidate.segment)
+                    break
+                }
+                // The first segment carries the whole first handshake message, so a
+                // session is either established now or was never one: a stranger
+                // (a prober, a wrong key) gets what any other name gets.
+                forget(candidate.segment.session)
+            }
+        }
+        guard let (entry, payload, segment) = found else {
             send(DNSTunnelCodec.nonTunnelResponse(to: query, zone: zone), reply: reply)
             return
         }
         entry.lastSeen = now
-        entry.session.receive(segment, now: now)
-        if !entry.session.isEstablished {
-            // The first segment carries the whole first handshake message, so a
-            // session is either established now or was never one: a stranger
-            // (a prober, a wrong key) gets what any other name gets.
-            forget(segment.session)
-            send(DNSTunnelCodec.nonTunnelResponse(to: query, zone: zone), reply: reply)
-            return
-        }
         let wanted = payload[0] == 0 ? Int.max : Int(payload[0]) * 16
         let limit = min(tcp ? Int(UInt16.max) : query.maxUDPResponseLength, wanted)
         let held = Held(query: query, limit: limit, deadline: now + .nanoseconds(listener.hold.nanoseconds), reply: reply)
@@ -159,7 +169,7 @@ final class DNSTunnelServer {
     private func newSession(for segment: ARQSegment, now: Duration) -> Entry? {
         // Only a session's first segment opens it; late ones of a forgotten session do not.
         guard sessions.count < Self.maximumSessions, !segment.flags.contains(.reset),
-              segment.payload.count >= Self.firstHandshakeLength,
+              segment.payload.count >= NoiseStream.firstMessageLength,
               segment.sequence == UInt32(truncatingIfNeeded: segment.session) else { return nil }
         let noise: NoiseStream
         do {

@@ -20,6 +20,7 @@ struct KeyCommand: ParsableCommand {
               raha key new --transport trojan --host 203.0.113.7 --port 443 --sni www.example.org
               raha key new --transport trojan --host cdn.example.net --port 443 --ws
               raha key new --transport dns --zone t.example.com
+              raha key new --transport dns --zone t.example.com --encoding syllables --label 12
             Keys with a legacy method (the default) work in the Outline apps; they carry an \
             Outline prefix that makes the first packet look like HTTP to DPI. Trojan keys \
             work in v2rayNG, Hiddify and Shadowrocket; give the same key to `raha bridge` \
@@ -35,6 +36,12 @@ struct KeyCommand: ParsableCommand {
 
         @Option(help: "DNS tunnel: the bridge's data directory, where its key pair lives (default: as for raha bridge).")
         var data: String?
+
+        @Option(help: "DNS tunnel: how query names spell the data: base32 (fastest), hex or syllables (lowest entropy, slowest). Any bridge reads all three.")
+        var encoding = DNSTunnelShaping.default.encoding.rawValue
+
+        @Option(help: "DNS tunnel: data label length in characters, 8 to 63 (shorter looks more like ordinary names, carries less).")
+        var label = DNSTunnelShaping.default.labelLength
 
         @Option(help: "Trojan: the TLS server name to send (default: --host when it is a name).")
         var sni: String?
@@ -80,11 +87,15 @@ struct KeyCommand: ParsableCommand {
             guard let zoneText = zone else { throw UsageFailure("--zone: give the zone delegated to the bridge, e.g. --zone t.example.com") }
             let zone: DNSName
             do { zone = try DNSName(zoneText) } catch { throw UsageFailure("--zone: \(error)") }
+            guard let encoding = DNSTunnelEncoding(rawValue: self.encoding.lowercased()) else {
+                throw UsageFailure("--encoding \(self.encoding) is not one Raha has: use \(DNSTunnelEncoding.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
             let directory = DataDirectory(path: data ?? DataDirectory.defaultPath)
             do {
                 let (keyPair, created) = try DNSTunnelIdentity.loadOrCreate(in: directory)
                 if created { print("Made a new DNS tunnel key in \(directory.path)/\(DNSTunnelIdentity.fileName)") }
-                let key = try DNSTunnelKey(zone: zone, publicKey: keyPair.publicKey, tag: tag)
+                let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: label)
+                let key = try DNSTunnelKey(zone: zone, publicKey: keyPair.publicKey, shaping: shaping, tag: tag)
                 printAccessKey(key.text, qr: !noQR)
             } catch { throw UsageFailure("\(error)") }
         }
@@ -160,7 +171,11 @@ func describeAccessKey(_ key: AccessKey) -> String {
         if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
     case .dns(let key):
         parts = ["dns", "zone \(key.zone.displayText)", "resolver \(describe(key.resolver))"]
-        if key.shaping != .default { parts.append("shaped queries") }
+        let shaping = key.shaping
+        if shaping != .default {
+            parts.append("\(shaping.encoding) in labels of \(shaping.labelLength), names of \(shaping.maxNameLength)"
+                         + (shaping.queriesPerSecond.map { ", at most \($0) queries/s" } ?? ""))
+        }
         if let tag = key.tag, !tag.isEmpty { parts.append("“\(tag)”") }
     }
     return parts.joined(separator: ", ")

@@ -66,6 +66,44 @@ extension RahaIntegration {
             #expect(!log.contains("127.0.0.1:\(try Origin.shared().port)"), "the bridge logged a destination:\n\(log)")
         }
 
+        @Test("Shaped queries: with encoding=hex and encoding=syllables in 12-character labels, the same bridge serves the tunnel through unbound, and every name unbound was asked is spelled that way")
+        func shapedQueries() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, key, bridgePort, _) = try dnsBridge()
+            running.add(bridge)
+            let consonants = Set("bdfghjklmnprstvz"), vowels = Set("aiou")
+            let shapes: [(String, (Substring) -> Bool)] = [
+                ("encoding=hex", { $0.allSatisfy(\.isHexDigit) }),
+                // Consonant and vowel in turn across the whole name, so in each label too from its first letter's kind.
+                ("encoding=syllables&label=12", { label in
+                    guard let first = label.first else { return false }
+                    var wantConsonant = consonants.contains(first)
+                    return label.allSatisfy { letter in
+                        defer { wantConsonant.toggle() }
+                        return (wantConsonant ? consonants : vowels).contains(letter)
+                    }
+                }),
+            ]
+            for (shape, spelled) in shapes {
+                let unbound = try Unbound(stubZones: [.init(zone: Self.zone, server: "127.0.0.1@\(bridgePort)")], logQueries: true)
+                defer { unbound.stop() }
+                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: "udp://127.0.0.1:\(unbound.port)") + "&" + shape])
+                running.add(connect)
+                _ = try connect.waitForLine(startingWith: "Using ")
+                try expectFetchesFile("dns-shaped.bin", bytes: 128 * 1024, ["--socks5-hostname", "127.0.0.1:\(proxyPort)"],
+                                      via: "DNS tunnel with \(shape)", processes: [bridge, connect])
+                connect.stop()
+                let names = unbound.queriedNames(type: "TXT").map { $0.lowercased() }.filter { $0.hasSuffix(".\(Self.zone).") }
+                #expect(names.count > 100, "unbound logged \(names.count) tunnel queries with \(shape)")
+                let labelLimit = shape.contains("label=12") ? 12 : 63
+                for name in names {
+                    let data = name.dropLast(Self.zone.count + 2).split(separator: ".")
+                    #expect(!data.isEmpty && data.allSatisfy { $0.count <= labelLimit && spelled($0) }, "\(shape): \(name)")
+                }
+            }
+        }
+
         @Test("Over a path that drops 15%, duplicates 10% and reorders 20% of datagrams each way: 1 MiB arrives intact")
         func lossyPath() throws {
             let running = Processes()

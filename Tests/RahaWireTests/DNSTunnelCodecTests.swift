@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import RahaWire
 
@@ -54,27 +55,84 @@ func expectWireError(_ fragment: String, code: WireError.Code? = nil, sourceLoca
 private let zones = [name("t.example.com"), name("x"), name("Tun.Example.Org"), zone(ofLength: 100), zone(ofLength: 180)]
 
 @Suite struct DNSTunnelCodecTests {
-    // MARK: Base32
+    // MARK: Encodings
 
     @Test func base32MatchesRFC4648() {
+        let base32 = DNSTunnelEncoding.base32
         let vectors = ["": "", "f": "my", "fo": "mzxq", "foo": "mzxw6", "foob": "mzxw6yq", "fooba": "mzxw6ytb", "foobar": "mzxw6ytboi"]
         for (plain, encoded) in vectors {
-            #expect(DNSTunnelBase32.encode(Array(plain.utf8)) == Array(encoded.utf8))
-            #expect(DNSTunnelBase32.decode(Array(encoded.utf8)) == Array(plain.utf8))
-            #expect(DNSTunnelBase32.decode(Array(encoded.uppercased().utf8)) == Array(plain.utf8))
+            #expect(base32.encode(Array(plain.utf8)) == Array(encoded.utf8))
+            #expect(base32.decode(Array(encoded.utf8)) == Array(plain.utf8))
+            #expect(base32.decode(Array(encoded.uppercased().utf8)) == Array(plain.utf8))
         }
-        #expect(DNSTunnelBase32.decode(Array("mzx".utf8)) == nil, "3 characters encode no byte count")
-        #expect(DNSTunnelBase32.decode(Array("mz".utf8)) == nil, "non-zero bits after the last byte")
-        #expect(DNSTunnelBase32.decode(Array("my1".utf8)) == nil, "1 is not in the alphabet")
-        #expect(DNSTunnelBase32.decode(Array("my======".utf8)) == nil, "no padding")
+        #expect(base32.decode(Array("mzx".utf8)) == nil, "3 characters encode no byte count")
+        #expect(base32.decode(Array("mz".utf8)) == nil, "non-zero bits after the last byte")
+        #expect(base32.decode(Array("my1".utf8)) == nil, "1 is not in the alphabet")
+        #expect(base32.decode(Array("my======".utf8)) == nil, "no padding")
+    }
+
+    @Test func hexAndSyllablesSpellKnownValues() {
+        let hex = DNSTunnelEncoding.hex, syllables = DNSTunnelEncoding.syllables
+        #expect(hex.encode(Array("foobar".utf8)) == Array("666f6f626172".utf8))
+        #expect(hex.decode(Array("666F6F626172".utf8)) == Array("foobar".utf8), "either case")
+        #expect(hex.decode(Array("666".utf8)) == nil, "half a byte")
+        #expect(hex.decode(Array("6g".utf8)) == nil, "g is not a hex digit")
+        // Two bytes are consonant-vowel-consonant-vowel-consonant, as in a proquint: 127.0 is "lusab".
+        #expect(syllables.encode([0x7F, 0x00]) == Array("lusab".utf8))
+        #expect(syllables.decode(Array("LuSaB".utf8)) == [0x7F, 0x00], "either case")
+        // One byte takes three characters (10 bits), the last two bits zero.
+        #expect(syllables.encode([0x00]) == Array("bab".utf8) && syllables.encode([0xFF]) == Array("zus".utf8))
+        #expect(syllables.decode(Array("bad".utf8)) == nil, "non-zero bits after the last byte")
+        #expect(syllables.decode(Array("aab".utf8)) == nil, "a vowel where a consonant belongs")
+        #expect(syllables.decode(Array("bbb".utf8)) == nil, "a consonant where a vowel belongs")
+        #expect(syllables.decode(Array("ba".utf8)) == nil, "6 bits encode no byte")
+    }
+
+    @Test func everyEncodingRoundTripsAtEveryLength() {
         var generator = SeededGenerator(seed: 1)
-        for count in 0..<100 {
-            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            let text = DNSTunnelBase32.encode(bytes)
-            #expect(text.count == DNSTunnelBase32.encodedLength(count))
-            #expect(DNSTunnelBase32.decodedLength(text.count) == count)
-            #expect(DNSTunnelBase32.decode(text) == bytes)
+        for encoding in DNSTunnelEncoding.allCases {
+            for count in 0..<100 {
+                let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let text = encoding.encode(bytes)
+                #expect(text.count == encoding.encodedLength(count), "\(encoding) \(count)")
+                #expect(encoding.decodedLength(text.count) == count, "\(encoding) \(count)")
+                #expect(encoding.decode(text) == bytes, "\(encoding) \(count)")
+                #expect(text.allSatisfy(encoding.characters.contains), "\(encoding) writes only its own characters")
+                // Another length of the same text is either another byte count's canonical form or nothing.
+                if count > 0, let shorter = encoding.decode(text.dropLast()) { #expect(shorter.count < count) }
+            }
         }
+    }
+
+    /// The point of the lower-entropy encodings, measured: the character
+    /// entropy of the data labels a detector would score (Shannon, over all
+    /// characters of 2,000 queries carrying random data).
+    @Test func lowerEntropyEncodingsLowerTheNamesEntropy() throws {
+        var generator = SeededGenerator(seed: 5)
+        let zone = name("t.example.com")
+        var entropy: [DNSTunnelEncoding: Double] = [:]
+        for encoding in DNSTunnelEncoding.allCases {
+            let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: 12)
+            let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
+            var counts = [Int](repeating: 0, count: 256)
+            for _ in 0..<2_000 {
+                let payload = (0..<capacity).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let query = try DNSTunnelCodec.query(payload: payload, zone: zone, shaping: shaping, id: 1, udpPayloadSize: 1232)
+                for label in try #require(query.questions[0].name.labels(relativeTo: zone)) {
+                    for byte in label { counts[Int(byte)] += 1 }
+                }
+            }
+            let total = Double(counts.reduce(0, +))
+            entropy[encoding] = counts.filter { $0 > 0 }.reduce(0.0) { sum, count in
+                let p = Double(count) / total
+                return sum - p * Foundation.log2(p)
+            }
+        }
+        let base32 = try #require(entropy[.base32]), hex = try #require(entropy[.hex]), syllables = try #require(entropy[.syllables])
+        #expect(base32 > 4.99 && base32 <= 5, "base32: \(base32) bits a character")
+        #expect(hex > 3.99 && hex <= 4, "hex: \(hex) bits a character")
+        // 16 consonants at 1/32 each and 4 vowels at 1/8 each: 4 bits, about English text's letter entropy.
+        #expect(syllables > 3.98 && syllables < 4.02, "syllables: \(syllables) bits a character")
     }
 
     // MARK: Shaping
@@ -98,75 +156,84 @@ private let zones = [name("t.example.com"), name("x"), name("Tun.Example.Org"), 
     // MARK: Upstream
 
     @Test func capacityIsExactForEveryShape() throws {
-        for zone in zones + [name("a.b"), zone(ofLength: 240)] {
-            for labelLength in [8, 9, 13, 31, 32, 62, 63] {
-                for maxNameLength in [64, 65, 100, 127, 200, 252, 253] {
-                    let shaping = try DNSTunnelShaping(labelLength: labelLength, maxNameLength: maxNameLength)
-                    let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
-                    // Independently: the text length of a name carrying n payload bytes.
-                    func length(_ n: Int) -> Int {
-                        let characters = ((n + 3) * 8 + 4) / 5
-                        let labels = (characters + labelLength - 1) / labelLength
-                        return characters + labels - 1 + (zone.labels.isEmpty ? 0 : 1 + textLength(zone))
-                    }
-                    if length(0) > maxNameLength {
-                        #expect(capacity == 0)
-                        expectWireError("leaves no room for data", code: .tooLarge) {
-                            _ = try DNSTunnelCodec.query(payload: [], zone: zone, shaping: shaping, id: 1, udpPayloadSize: 1232)
+        // Independently of the codec: bits carried by c characters of each encoding.
+        let bitsIn: [DNSTunnelEncoding: (Int) -> Int] = [.base32: { 5 * $0 }, .hex: { 4 * $0 }, .syllables: { 3 * $0 + $0 % 2 }]
+        for encoding in DNSTunnelEncoding.allCases {
+            for zone in zones + [name("a.b"), zone(ofLength: 240)] {
+                for labelLength in [8, 9, 13, 31, 32, 62, 63] {
+                    for maxNameLength in [64, 65, 100, 127, 200, 252, 253] {
+                        let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: labelLength, maxNameLength: maxNameLength)
+                        let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
+                        // The text length of a name carrying n payload bytes.
+                        func length(_ n: Int) -> Int {
+                            let characters = (0...).first { bitsIn[encoding]!($0) >= (n + 3) * 8 }!
+                            let labels = (characters + labelLength - 1) / labelLength
+                            return characters + labels - 1 + (zone.labels.isEmpty ? 0 : 1 + textLength(zone))
                         }
-                        continue
-                    }
-                    #expect(length(capacity) <= maxNameLength, "zone \(zone) label \(labelLength) name \(maxNameLength)")
-                    #expect(length(capacity + 1) > maxNameLength, "zone \(zone) label \(labelLength) name \(maxNameLength)")
+                        if length(0) > maxNameLength {
+                            #expect(capacity == 0)
+                            expectWireError("leaves no room for data", code: .tooLarge) {
+                                _ = try DNSTunnelCodec.query(payload: [], zone: zone, shaping: shaping, id: 1, udpPayloadSize: 1232)
+                            }
+                            continue
+                        }
+                        #expect(length(capacity) <= maxNameLength, "\(encoding) zone \(zone) label \(labelLength) name \(maxNameLength)")
+                        #expect(length(capacity + 1) > maxNameLength, "\(encoding) zone \(zone) label \(labelLength) name \(maxNameLength)")
 
-                    let largest = try DNSTunnelCodec.query(payload: Array(repeating: 0xA5, count: capacity), zone: zone,
-                                                           shaping: shaping, id: 7, udpPayloadSize: 1232)
-                    let qname = largest.questions[0].name
-                    #expect(textLength(qname) <= maxNameLength)
-                    #expect(qname.wireLength <= DNSName.maxWireLength)
-                    #expect(DNSTunnelCodec.payload(ofQuery: try wire(largest), zone: zone) == Array(repeating: 0xA5, count: capacity))
-                    expectWireError("carries at most \(capacity) bytes; this payload has \(capacity + 1)", code: .tooLarge) {
-                        _ = try DNSTunnelCodec.query(payload: Array(repeating: 0, count: capacity + 1), zone: zone,
-                                                     shaping: shaping, id: 7, udpPayloadSize: 1232)
+                        let largest = try DNSTunnelCodec.query(payload: Array(repeating: 0xA5, count: capacity), zone: zone,
+                                                               shaping: shaping, id: 7, udpPayloadSize: 1232)
+                        let qname = largest.questions[0].name
+                        #expect(textLength(qname) <= maxNameLength)
+                        #expect(qname.wireLength <= DNSName.maxWireLength)
+                        #expect(DNSTunnelCodec.payload(ofQuery: try wire(largest), zone: zone, encoding: encoding) == Array(repeating: 0xA5, count: capacity))
+                        expectWireError("carries at most \(capacity) bytes; this payload has \(capacity + 1)", code: .tooLarge) {
+                            _ = try DNSTunnelCodec.query(payload: Array(repeating: 0, count: capacity + 1), zone: zone,
+                                                         shaping: shaping, id: 7, udpPayloadSize: 1232)
+                        }
                     }
                 }
             }
         }
         // The defaults under a short zone: 253 characters.
-        #expect(DNSTunnelCodec.upstreamCapacity(zone: name("t.example.com"), shaping: .default) == 144)
+        let short = name("t.example.com")
+        #expect(DNSTunnelCodec.upstreamCapacity(zone: short, shaping: .default) == 144)
+        #expect(DNSTunnelCodec.upstreamCapacity(zone: short, shaping: try DNSTunnelShaping(encoding: .hex)) == 115)
+        #expect(DNSTunnelCodec.upstreamCapacity(zone: short, shaping: try DNSTunnelShaping(encoding: .syllables)) == 85)
     }
 
     @Test func roundTripsEveryPayloadSize() throws {
         var generator = SeededGenerator(seed: 2)
-        for zone in zones {
-            for labelLength in [8, 15, 40, 63] {
-                for maxNameLength in [64, 253] {
-                    let shaping = try DNSTunnelShaping(labelLength: labelLength, maxNameLength: maxNameLength)
-                    let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
-                    guard DNSTunnelCodec.dataCharacters(zone: zone, shaping: shaping) >= 5 else { continue }
-                    for size in 0...capacity {
-                        let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
-                        let id = UInt16.random(in: 0...UInt16.max, using: &generator)
-                        let query = try DNSTunnelCodec.query(payload: payload, zone: zone, shaping: shaping, id: id, udpPayloadSize: 1232)
-                        #expect(query.id == id && query.recursionDesired && !query.isResponse)
-                        #expect(query.questions.count == 1)
-                        #expect(query.questions[0].type == .txt && query.questions[0].questionClass == .internet)
-                        #expect(query.edns?.udpPayloadSize == 1232)
+        for encoding in DNSTunnelEncoding.allCases {
+            for zone in zones {
+                for labelLength in [8, 15, 40, 63] {
+                    for maxNameLength in [64, 253] {
+                        let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: labelLength, maxNameLength: maxNameLength)
+                        let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
+                        guard encoding.decodedLength(DNSTunnelCodec.dataCharacters(zone: zone, shaping: shaping)) >= DNSTunnelCodec.cacheBusterLength else { continue }
+                        for size in 0...capacity {
+                            let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                            let id = UInt16.random(in: 0...UInt16.max, using: &generator)
+                            let query = try DNSTunnelCodec.query(payload: payload, zone: zone, shaping: shaping, id: id, udpPayloadSize: 1232)
+                            #expect(query.id == id && query.recursionDesired && !query.isResponse)
+                            #expect(query.questions.count == 1)
+                            #expect(query.questions[0].type == .txt && query.questions[0].questionClass == .internet)
+                            #expect(query.edns?.udpPayloadSize == 1232)
 
-                        let qname = query.questions[0].name
-                        let data = try #require(qname.labels(relativeTo: zone))
-                        #expect(data.dropLast().allSatisfy { $0.count == labelLength })
-                        #expect(data.last!.count <= labelLength)
-                        #expect(data.joined().allSatisfy { DNSTunnelBase32.alphabet.contains($0) }, "lowercase base32")
-                        #expect(Array(qname.labels.suffix(zone.labels.count)) == zone.labels, "the zone as given")
+                            let qname = query.questions[0].name
+                            let data = try #require(qname.labels(relativeTo: zone))
+                            #expect(data.dropLast().allSatisfy { $0.count == labelLength })
+                            #expect(data.last!.count <= labelLength)
+                            #expect(data.joined().allSatisfy(encoding.characters.contains), "lowercase \(encoding)")
+                            #expect(Array(qname.labels.suffix(zone.labels.count)) == zone.labels, "the zone as given")
 
-                        let parsed = try wire(query)
-                        #expect(parsed == query)
-                        #expect(DNSTunnelCodec.payload(ofQuery: parsed, zone: zone) == payload)
+                            let parsed = try wire(query)
+                            #expect(parsed == query)
+                            #expect(DNSTunnelCodec.payload(ofQuery: parsed, zone: zone, encoding: encoding) == payload)
 
-                        var flipped = parsed
-                        flipped.questions[0].name = flippingCase(qname, using: &generator)
-                        #expect(DNSTunnelCodec.payload(ofQuery: try wire(flipped), zone: zone) == payload, "0x20 case randomisation")
+                            var flipped = parsed
+                            flipped.questions[0].name = flippingCase(qname, using: &generator)
+                            #expect(DNSTunnelCodec.payload(ofQuery: try wire(flipped), zone: zone, encoding: encoding) == payload, "0x20 case randomisation")
+                        }
                     }
                 }
             }
@@ -178,7 +245,7 @@ private let zones = [name("t.example.com"), name("x"), name("Tun.Example.Org"), 
         var names = Set<[UInt8]>()
         for _ in 0..<32 {
             let query = try DNSTunnelCodec.query(payload: [1, 2, 3], zone: zone, shaping: .default, id: 1, udpPayloadSize: 1232)
-            #expect(DNSTunnelCodec.payload(ofQuery: query, zone: zone) == [1, 2, 3])
+            #expect(DNSTunnelCodec.payload(ofQuery: query, zone: zone, encoding: .base32) == [1, 2, 3])
             names.insert(query.questions[0].name.labels[0])
         }
         #expect(names.count == 32, "a random cache-buster in front of every payload")
@@ -191,34 +258,34 @@ private let zones = [name("t.example.com"), name("x"), name("Tun.Example.Org"), 
     @Test func rejectsWhatIsNotATunnelQuery() throws {
         let zone = name("t.example.com")
         let good = try wire(DNSTunnelCodec.query(payload: [9, 8, 7], zone: zone, shaping: .default, id: 3, udpPayloadSize: 1232))
-        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: zone) == [9, 8, 7])
-        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("T.EXAMPLE.COM")) == [9, 8, 7], "zones compare without case")
+        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: zone, encoding: .base32) == [9, 8, 7])
+        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("T.EXAMPLE.COM"), encoding: .base32) == [9, 8, 7], "zones compare without case")
 
-        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("u.example.com")) == nil, "wrong zone")
-        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("x.t.example.com")) == nil, "wrong zone")
+        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("u.example.com"), encoding: .base32) == nil, "wrong zone")
+        #expect(DNSTunnelCodec.payload(ofQuery: good, zone: name("x.t.example.com"), encoding: .base32) == nil, "wrong zone")
         func changed(_ change: (inout DNSMessage) -> Void) throws -> DNSMessage {
             var message = good
             change(&message)
             return try wire(message)
         }
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].type = .a }, zone: zone) == nil, "wrong type")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].type = .any }, zone: zone) == nil, "wrong type")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].questionClass = .chaos }, zone: zone) == nil, "wrong class")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.isResponse = true }, zone: zone) == nil, "a response")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.opcode = 2 }, zone: zone) == nil, "another opcode")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions.append($0.questions[0]) }, zone: zone) == nil, "two questions")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions = [] }, zone: zone) == nil, "no question")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.edns?.version = 1 }, zone: zone) == nil, "EDNS version 1")
-        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.edns = nil }, zone: zone) == [9, 8, 7], "EDNS is optional")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].type = .a }, zone: zone, encoding: .base32) == nil, "wrong type")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].type = .any }, zone: zone, encoding: .base32) == nil, "wrong type")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions[0].questionClass = .chaos }, zone: zone, encoding: .base32) == nil, "wrong class")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.isResponse = true }, zone: zone, encoding: .base32) == nil, "a response")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.opcode = 2 }, zone: zone, encoding: .base32) == nil, "another opcode")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions.append($0.questions[0]) }, zone: zone, encoding: .base32) == nil, "two questions")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.questions = [] }, zone: zone, encoding: .base32) == nil, "no question")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.edns?.version = 1 }, zone: zone, encoding: .base32) == nil, "EDNS version 1")
+        #expect(DNSTunnelCodec.payload(ofQuery: try changed { $0.edns = nil }, zone: zone, encoding: .base32) == [9, 8, 7], "EDNS is optional")
 
         for bad in ["t.example.com", "aa.t.example.com", "aaaa.t.example.com", "abc.t.example.com", "aaaa1.t.example.com",
                     "aaaa-.t.example.com", "aaaab.t.example.com", "x.aaaaa.example.com"] {
             let query = try wire(DNSMessage.query(id: 1, name: name(bad), type: .txt, udpPayloadSize: 1232))
-            #expect(DNSTunnelCodec.payload(ofQuery: query, zone: zone) == nil, "\(bad)")
+            #expect(DNSTunnelCodec.payload(ofQuery: query, zone: zone, encoding: .base32) == nil, "\(bad)")
         }
         // Data may be split at any label boundary; the decoder only joins.
         let split = try wire(DNSMessage.query(id: 1, name: name("a.aaa.a.t.example.com"), type: .txt))
-        #expect(DNSTunnelCodec.payload(ofQuery: split, zone: zone) == [])
+        #expect(DNSTunnelCodec.payload(ofQuery: split, zone: zone, encoding: .base32) == [])
     }
 
     // MARK: Downstream

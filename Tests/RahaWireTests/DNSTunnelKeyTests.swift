@@ -18,14 +18,14 @@ import Testing
     }
 
     @Test func parsesEveryPart() throws {
-        let key = try DNSTunnelKey(parsing: "  DNS://T.Example.com./?KEY=\(Self.hexKey.uppercased())&resolver=dot://[2001:db8::53]:8853&sni=dns.example.net&label=40&name=200&qps=25&future=1#Home%20%E2%98%80  ")
+        let key = try DNSTunnelKey(parsing: "  DNS://T.Example.com./?KEY=\(Self.hexKey.uppercased())&resolver=dot://[2001:db8::53]:8853&sni=dns.example.net&encoding=Syllables&label=40&name=240&qps=25&future=1#Home%20%E2%98%80  ")
         #expect(key.zone.description == "T.Example.com.", "the zone's case kept")
         #expect(key.publicKey == Self.publicKey, "hex accepted, either case")
         #expect(key.resolver == .dot(Endpoint(host: .ipv6([0x20, 0x01, 0x0d, 0xb8] + Array(repeating: 0, count: 10) + [0, 0x53]), port: 8853),
                                      serverName: "dns.example.net"))
-        #expect(key.shaping == (try DNSTunnelShaping(labelLength: 40, maxNameLength: 200, queriesPerSecond: 25)))
+        #expect(key.shaping == (try DNSTunnelShaping(encoding: .syllables, labelLength: 40, maxNameLength: 240, queriesPerSecond: 25)))
         #expect(key.tag == "Home ☀")
-        #expect(key.text == "dns://T.Example.com?key=\(Self.keyText)&resolver=dot%3A%2F%2F%5B2001%3Adb8%3A%3A53%5D%3A8853&sni=dns.example.net&label=40&name=200&qps=25#Home%20%E2%98%80")
+        #expect(key.text == "dns://T.Example.com?key=\(Self.keyText)&resolver=dot%3A%2F%2F%5B2001%3Adb8%3A%3A53%5D%3A8853&sni=dns.example.net&encoding=syllables&label=40&name=240&qps=25#Home%20%E2%98%80")
     }
 
     @Test func resolversEncodedOrRaw() throws {
@@ -65,8 +65,9 @@ import Testing
             .doh(url: "https://dns.example.net/dns-query"),
             .doh(url: "https://[2001:db8::1]:8443/resolve/x"),
         ]
-        let shapings = [DNSTunnelShaping.default, try DNSTunnelShaping(labelLength: 8, maxNameLength: 64, queriesPerSecond: 1),
-                        try DNSTunnelShaping(queriesPerSecond: 10_000)]
+        let shapings = [DNSTunnelShaping.default, try DNSTunnelShaping(labelLength: 8, maxNameLength: 150, queriesPerSecond: 1),
+                        try DNSTunnelShaping(encoding: .hex, queriesPerSecond: 10_000),
+                        try DNSTunnelShaping(encoding: .syllables, labelLength: 10, maxNameLength: 253)]
         for resolver in resolvers {
             for shaping in shapings {
                 for tag in [nil, "a b#c&d=é"] {
@@ -89,7 +90,7 @@ import Testing
             ("dns://a..b?key=\(k)", "is not a valid DNS name"),
             ("dns://a%20b.example?key=\(k)", "is not a valid DNS name"),
             ("dns://\(String(repeating: "a", count: 64)).example?key=\(k)", "is not a valid DNS name"),
-            ("dns://\(Array(repeating: String(repeating: "a", count: 62), count: 3).joined(separator: ".")).\(String(repeating: "b", count: 60))?key=\(k)", "leaves no room for data"),
+            ("dns://\(Array(repeating: String(repeating: "a", count: 62), count: 3).joined(separator: ".")).\(String(repeating: "b", count: 60))?key=\(k)", "carries 0 bytes; the tunnel needs 71 (its handshake goes in one query)"),
             ("dns://t.example.com", "key= is missing"),
             ("dns://t.example.com?key=", "key= is missing"),
             ("dns://t.example.com?key=AAAAAAAAAAAA", "key= must be the bridge's 32-byte X25519 public key in base64url (43 characters) or hex (64); got 12 characters"),
@@ -110,7 +111,10 @@ import Testing
             ("dns://t.example.com?key=\(k)&label=x", "label= is the data label length"),
             ("dns://t.example.com?key=\(k)&name=300", "name= is the longest query name in characters (zone included) and must be a number from 64 to 253"),
             ("dns://t.example.com?key=\(k)&qps=0", "qps= is the cap on queries per second and must be a number from 1 to 10000"),
-            ("dns://\(String(repeating: "a", count: 60)).example.com?key=\(k)&name=64", "leaves no room for data in names of at most 64 characters"),
+            ("dns://\(String(repeating: "a", count: 60)).example.com?key=\(k)&name=64", "names of at most 64 characters carries 0 bytes"),
+            ("dns://t.example.com?key=\(k)&name=100", "in base32 with 63-character labels and names of at most 100 characters carries 50 bytes; the tunnel needs 71"),
+            ("dns://t.example.com?key=\(k)&encoding=syllables&label=12&name=200", "in syllables with 12-character labels and names of at most 200 characters carries 61 bytes; the tunnel needs 71 (its handshake goes in one query): allow longer names (name=, up to 253) or labels (label=), choose a denser encoding="),
+            ("dns://t.example.com?key=\(k)&encoding=base64", "encoding= is how query names spell the data and must be base32, hex, syllables; got \"base64\""),
         ]
         for (text, mention) in cases {
             expectWireError(mention, code: .badKey) { _ = try DNSTunnelKey(parsing: text) }

@@ -72,10 +72,9 @@ final class DNSTunnelClient {
         let arq = ARQConnection(session: UInt64.random(in: 1...UInt64.max), role: .client, configuration: configuration)
         let noise = try NoiseStream(role: .initiator(responderStatic: key.publicKey), prologue: TunnelSession.prologue(zone: key.zone))
         session = TunnelSession(channel: TunnelChannel(eventLoop: eventLoop), arq: arq, noise: noise)
+        // The first byte of each query's payload asks for an answer size; DNSTunnelKey
+        // checked that the rest holds the ARQ header and the whole first handshake.
         upstreamBudget = DNSTunnelCodec.upstreamCapacity(zone: key.zone, shaping: key.shaping) - 1
-        guard upstreamBudget >= ARQSegment.headerLength + 64 else {
-            throw DNSTunnelError("a query under \(key.zone.displayText) with these limits carries only \(max(0, upstreamBudget)) bytes, too few for the tunnel: allow longer names (name=) or labels (label=), or use a shorter zone")
-        }
     }
 
     /// A tunnel session whose Noise handshake completed, as the channel that carries it.

@@ -6,9 +6,11 @@
 // Upstream: the query name is `<data labels>.<zone>`. The data is a 3-byte
 // random cache-buster (identical payloads never give identical names, so
 // resolvers neither merge in-flight queries nor answer from cache) followed by
-// the payload, in base32 (RFC 4648 alphabet, lowercase, no padding), cut into
-// labels of `labelLength` characters (the last one shorter). Decoding ignores
-// letter case, since resolvers may randomise it (0x20 encoding).
+// the payload, spelled in the shaping's encoding (`DNSTunnelEncoding`: base32
+// by default, or hex or syllables for lower entropy), cut into labels of
+// `labelLength` characters (the last one shorter). Decoding ignores letter
+// case, since resolvers may randomise it (0x20 encoding). The server reads
+// every encoding: it tries each, and the session a decoding names decides.
 //
 // Downstream: one TXT record, TTL 0, owned by the question's name, whose
 // character-strings (at most 255 bytes each) joined together are the payload.
@@ -26,8 +28,12 @@ public struct DNSTunnelShaping: Hashable, Sendable {
     /// Allowed rate caps in queries per second.
     public static let queriesPerSecondRange = 1...10_000
 
-    /// The defaults: 63-character labels, 253-character names, no rate cap.
-    public static let `default` = DNSTunnelShaping(validated: 63, 253, nil)
+    /// The defaults: base32 in 63-character labels, 253-character names, no rate cap.
+    public static let `default` = DNSTunnelShaping(validated: .base32, 63, 253, nil)
+
+    /// How the name spells the data: base32 (default, 5 bits a character),
+    /// hex (4) or syllables (3). Lower entropy, fewer bytes per query.
+    public var encoding: DNSTunnelEncoding
 
     /// Data label length in characters, 8...63 (default 63). Shorter labels
     /// look more like ordinary names but carry less per query.
@@ -38,7 +44,8 @@ public struct DNSTunnelShaping: Hashable, Sendable {
     /// The client's cap on queries per second; nil for none.
     public var queriesPerSecond: Int?
 
-    public init(labelLength: Int = 63, maxNameLength: Int = 253, queriesPerSecond: Int? = nil) throws {
+    public init(encoding: DNSTunnelEncoding = .base32, labelLength: Int = 63, maxNameLength: Int = 253,
+                queriesPerSecond: Int? = nil) throws {
         guard Self.labelLengthRange.contains(labelLength) else {
             throw WireError.badKey("the DNS tunnel label length is \(labelLength); it must be \(Self.labelLengthRange.lowerBound) to \(Self.labelLengthRange.upperBound) characters (63 carries the most per query)")
         }
@@ -48,12 +55,14 @@ public struct DNSTunnelShaping: Hashable, Sendable {
         if let queriesPerSecond, !Self.queriesPerSecondRange.contains(queriesPerSecond) {
             throw WireError.badKey("the DNS tunnel rate cap is \(queriesPerSecond) queries per second; it must be \(Self.queriesPerSecondRange.lowerBound) to \(Self.queriesPerSecondRange.upperBound), or left out for no cap")
         }
+        self.encoding = encoding
         self.labelLength = labelLength
         self.maxNameLength = maxNameLength
         self.queriesPerSecond = queriesPerSecond
     }
 
-    private init(validated labelLength: Int, _ maxNameLength: Int, _ queriesPerSecond: Int?) {
+    private init(validated encoding: DNSTunnelEncoding, _ labelLength: Int, _ maxNameLength: Int, _ queriesPerSecond: Int?) {
+        self.encoding = encoding
         self.labelLength = labelLength
         self.maxNameLength = maxNameLength
         self.queriesPerSecond = queriesPerSecond
@@ -73,6 +82,10 @@ public struct DNSTunnelShaping: Hashable, Sendable {
 public enum DNSTunnelCodec {
     /// Bytes of the random cache-buster in front of every upstream payload.
     public static let cacheBusterLength = 3
+    /// The least payload a tunnel's queries must carry: the answer-size byte,
+    /// an ARQ header and the client's whole first Noise message, since a
+    /// bridge decides from one query whether a session is real.
+    public static let minimumUpstreamCapacity = 1 + ARQSegment.headerLength + NoiseStream.firstMessageLength
     /// The UDP payload size the server's responses advertise.
     public static let serverUDPPayloadSize: UInt16 = EDNS.defaultUDPPayloadSize
 
@@ -82,7 +95,7 @@ public enum DNSTunnelCodec {
     /// codec's own overhead). 0 also when the zone leaves no room for even
     /// the cache-buster; `query` then throws.
     public static func upstreamCapacity(zone: DNSName, shaping: DNSTunnelShaping) -> Int {
-        max(0, DNSTunnelBase32.decodedLength(dataCharacters(zone: zone, shaping: shaping)) - cacheBusterLength)
+        max(0, shaping.encoding.decodedLength(dataCharacters(zone: zone, shaping: shaping)) - cacheBusterLength)
     }
 
     /// A TXT query (RD set, EDNS0 advertising `udpPayloadSize`) whose name
@@ -99,13 +112,13 @@ public enum DNSTunnelCodec {
         precondition(cacheBuster.count == cacheBusterLength)
         let capacity = upstreamCapacity(zone: zone, shaping: shaping)
         let characters = dataCharacters(zone: zone, shaping: shaping)
-        guard DNSTunnelBase32.decodedLength(characters) >= cacheBusterLength else {
+        guard shaping.encoding.decodedLength(characters) >= cacheBusterLength else {
             throw WireError.tooLarge("the DNS tunnel zone \(zone) is \(textLength(of: zone)) characters long, which leaves no room for data in a name of at most \(shaping.effectiveMaxNameLength) characters: use a shorter zone or a larger name length")
         }
         guard payload.count <= capacity else {
-            throw WireError.tooLarge("a DNS tunnel query for \(zone) with \(shaping.effectiveLabelLength)-character labels and names of at most \(shaping.effectiveMaxNameLength) characters carries at most \(capacity) bytes; this payload has \(payload.count): split it")
+            throw WireError.tooLarge("a DNS tunnel query for \(zone) in \(shaping.encoding) with \(shaping.effectiveLabelLength)-character labels and names of at most \(shaping.effectiveMaxNameLength) characters carries at most \(capacity) bytes; this payload has \(payload.count): split it")
         }
-        let text = DNSTunnelBase32.encode(cacheBuster + payload)
+        let text = shaping.encoding.encode(cacheBuster + payload)
         let labelLength = shaping.effectiveLabelLength
         let labels = stride(from: 0, to: text.count, by: labelLength).map {
             Array(text[$0..<min($0 + labelLength, text.count)])
@@ -114,18 +127,18 @@ public enum DNSTunnelCodec {
         return DNSMessage.query(id: id, name: name, type: .txt, udpPayloadSize: udpPayloadSize)
     }
 
-    /// The payload a query carries, or nil when it is not a tunnel query for
-    /// `zone`: not a plain query with one question, a type other than TXT or
-    /// class other than IN, a name outside the zone or without data labels,
-    /// data that is not canonical base32, shorter than the cache-buster, or an
-    /// EDNS version other than 0.
-    public static func payload(ofQuery query: DNSMessage, zone: DNSName) -> [UInt8]? {
+    /// The payload a query carries in `encoding`, or nil when it is not a
+    /// tunnel query for `zone` in that encoding: not a plain query with one
+    /// question, a type other than TXT or class other than IN, a name outside
+    /// the zone or without data labels, data that is not canonical in the
+    /// encoding, shorter than the cache-buster, or an EDNS version other than 0.
+    public static func payload(ofQuery query: DNSMessage, zone: DNSName, encoding: DNSTunnelEncoding) -> [UInt8]? {
         guard !query.isResponse, query.opcode == 0, query.questions.count == 1,
               query.edns.map({ $0.version == 0 }) ?? true else { return nil }
         let question = query.questions[0]
         guard question.type == .txt, question.questionClass == .internet,
               let labels = question.name.labels(relativeTo: zone), !labels.isEmpty,
-              let data = DNSTunnelBase32.decode(labels.joined()),
+              let data = encoding.decode(labels.joined()),
               data.count >= cacheBusterLength else { return nil }
         return Array(data.dropFirst(cacheBusterLength))
     }
@@ -236,7 +249,7 @@ public enum DNSTunnelCodec {
         max(0, name.wireLength - 2)
     }
 
-    /// The most base32 characters the data labels can hold: with k labels
+    /// The most data characters the labels can hold: with k labels
     /// and D characters the name is D + k - 1 characters, plus a dot and the
     /// zone unless the zone is the root.
     static func dataCharacters(zone: DNSName, shaping: DNSTunnelShaping) -> Int {
@@ -248,63 +261,5 @@ public enum DNSTunnelCodec {
         let full = budget / (labelLength + 1)
         let rest = budget % (labelLength + 1)
         return full * labelLength + max(0, rest - 1)
-    }
-}
-
-/// Base32 (RFC 4648 section 6) in lowercase without padding, decoded without
-/// regard to letter case.
-enum DNSTunnelBase32 {
-    static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
-
-    /// Characters for `count` bytes.
-    static func encodedLength(_ count: Int) -> Int { (count * 8 + 4) / 5 }
-
-    /// Bytes that `characters` characters decode to.
-    static func decodedLength(_ characters: Int) -> Int { characters * 5 / 8 }
-
-    static func encode(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(encodedLength(bytes.count))
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in bytes {
-            accumulator = accumulator << 8 | UInt32(byte)
-            bits += 8
-            while bits >= 5 {
-                bits -= 5
-                out.append(alphabet[Int(accumulator >> UInt32(bits) & 31)])
-            }
-            accumulator &= (1 << UInt32(bits)) - 1
-        }
-        if bits > 0 { out.append(alphabet[Int(accumulator << UInt32(5 - bits) & 31)]) }
-        return out
-    }
-
-    /// The bytes, or nil for a character outside the alphabet (either case),
-    /// a length no byte count encodes to, or non-zero bits after the last byte.
-    static func decode(_ text: some Sequence<UInt8>) -> [UInt8]? {
-        var out: [UInt8] = []
-        var accumulator: UInt32 = 0
-        var bits = 0
-        var characters = 0
-        for character in text {
-            let value: UInt8
-            switch character {
-            case 0x61...0x7A: value = character - 0x61
-            case 0x41...0x5A: value = character - 0x41
-            case 0x32...0x37: value = character - 0x32 + 26
-            default: return nil
-            }
-            characters += 1
-            accumulator = accumulator << 5 | UInt32(value)
-            bits += 5
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
-            }
-        }
-        guard encodedLength(out.count) == characters, accumulator == 0 else { return nil }
-        return out
     }
 }

@@ -1,6 +1,6 @@
 /// A DNS tunnel access key:
 ///
-///     dns://ZONE?key=PUBKEY&resolver=udp%3A%2F%2F1.1.1.1%3A53&label=N&name=N&qps=N#tag
+///     dns://ZONE?key=PUBKEY&resolver=udp%3A%2F%2F1.1.1.1%3A53&encoding=E&label=N&name=N&qps=N#tag
 ///
 /// ZONE is the zone delegated to the bridge, which is its authoritative
 /// server. PUBKEY is the bridge's X25519 public key in base64url without
@@ -9,7 +9,8 @@
 /// `tcp://IP:PORT`, `dot://IP:PORT` (DNS over TLS, with `sni=NAME` for the
 /// certificate's name) or `doh://HOST[:PORT]/PATH` (DNS over HTTPS); left out,
 /// the system's resolvers. It is percent-encoded when printed; parsing takes
-/// it encoded or raw. `label`, `name` and `qps` are the query shaping
+/// it encoded or raw. `encoding` (base32, hex or syllables), `label`,
+/// `name` and `qps` are the query shaping
 /// (`DNSTunnelShaping`), printed only when not the default.
 public struct DNSTunnelKey: Hashable, Sendable {
     public enum Resolver: Hashable, Sendable {
@@ -41,8 +42,8 @@ public struct DNSTunnelKey: Hashable, Sendable {
     public var tag: String?
 
     /// Checks the parts: a zone that is not the root, has only letters,
-    /// digits, hyphens and underscores in its labels and leaves room for data
-    /// in names of `shaping.maxNameLength`; a 32-byte key; udp/tcp/dot
+    /// digits, hyphens and underscores in its labels and whose queries, as
+    /// shaped, carry at least `DNSTunnelCodec.minimumUpstreamCapacity` bytes; a 32-byte key; udp/tcp/dot
     /// resolvers at an IP address and a non-zero port; a DoH URL of the form
     /// https://host[:port][/path], which is stored with its path (default
     /// /dns-query).
@@ -57,8 +58,9 @@ public struct DNSTunnelKey: Hashable, Sendable {
         guard publicKey.count == 32 else {
             throw WireError.badKey("dns:// key: the bridge's X25519 public key must be 32 bytes; this one has \(publicKey.count)")
         }
-        guard DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping) > 0 else {
-            throw WireError.badKey("dns:// key: the zone \(zone) is \(DNSTunnelCodec.textLength(of: zone)) characters long, which leaves no room for data in names of at most \(shaping.maxNameLength) characters: use a shorter zone or a larger name= (up to 253)")
+        let capacity = DNSTunnelCodec.upstreamCapacity(zone: zone, shaping: shaping)
+        guard capacity >= DNSTunnelCodec.minimumUpstreamCapacity else {
+            throw WireError.badKey("dns:// key: a query under the \(DNSTunnelCodec.textLength(of: zone))-character zone \(zone) in \(shaping.encoding) with \(shaping.labelLength)-character labels and names of at most \(shaping.maxNameLength) characters carries \(capacity) bytes; the tunnel needs \(DNSTunnelCodec.minimumUpstreamCapacity) (its handshake goes in one query): allow longer names (name=, up to 253) or labels (label=), choose a denser encoding= (base32 carries the most), or use a shorter zone")
         }
         self.zone = zone
         self.publicKey = publicKey
@@ -121,7 +123,14 @@ public struct DNSTunnelKey: Hashable, Sendable {
         let label = try number("label", "the data label length in characters", DNSTunnelShaping.labelLengthRange)
         let nameLength = try number("name", "the longest query name in characters (zone included)", DNSTunnelShaping.maxNameLengthRange)
         let qps = try number("qps", "the cap on queries per second", DNSTunnelShaping.queriesPerSecondRange)
-        let shaping = try DNSTunnelShaping(labelLength: label ?? DNSTunnelShaping.default.labelLength,
+        var encoding = DNSTunnelShaping.default.encoding
+        if let text = parameters["encoding"], !text.isEmpty {
+            guard let named = DNSTunnelEncoding(rawValue: text.lowercased()) else {
+                throw WireError.badKey("dns:// key: encoding= is how query names spell the data and must be \(DNSTunnelEncoding.allCases.map(\.rawValue).joined(separator: ", ")); got \"\(Self.excerpt(text))\"")
+            }
+            encoding = named
+        }
+        let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: label ?? DNSTunnelShaping.default.labelLength,
                                            maxNameLength: nameLength ?? DNSTunnelShaping.default.maxNameLength,
                                            queriesPerSecond: qps)
         try self.init(zone: zone, publicKey: publicKey, resolver: resolver, shaping: shaping, tag: tag)
@@ -148,6 +157,7 @@ public struct DNSTunnelKey: Hashable, Sendable {
             query.append(("resolver", "doh://" + url.dropFirst("https://".count)))
         }
         let standard = DNSTunnelShaping.default
+        if shaping.encoding != standard.encoding { query.append(("encoding", shaping.encoding.rawValue)) }
         if shaping.labelLength != standard.labelLength { query.append(("label", String(shaping.labelLength))) }
         if shaping.maxNameLength != standard.maxNameLength { query.append(("name", String(shaping.maxNameLength))) }
         if let qps = shaping.queriesPerSecond { query.append(("qps", String(qps))) }

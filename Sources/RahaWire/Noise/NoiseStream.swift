@@ -25,6 +25,8 @@ public struct NoiseStream: Sendable {
 
     /// The length prefix of every frame.
     static let lengthPrefix = 2
+    /// The initiator's first frame with an empty payload: length, ephemeral key, tag.
+    public static let firstMessageLength = lengthPrefix + Noise.keyLength + Noise.tagLength
 
     private var phase: Phase
     /// Framed bytes not yet taken.

@@ -43,7 +43,7 @@ final class Unbound: @unchecked Sendable {
     /// on free ports and waits until it answers on `port` (and, with a
     /// certificate, until `tlsPort` accepts connections).
     init(stubZones: [StubZone], qnameMinimisation: Bool = true,
-         tlsCertificate: (certPath: String, keyPath: String)? = nil) throws {
+         tlsCertificate: (certPath: String, keyPath: String)? = nil, logQueries: Bool = false) throws {
         let unbound = try Paths.tool("unbound", package: "unbound")
         let directory = try Paths.temporaryDirectory("unbound")
         ProcessRegistry.shared.removeAtExit(directory.path)
@@ -51,7 +51,7 @@ final class Unbound: @unchecked Sendable {
         let tlsPort = try tlsCertificate.map { _ in try Ports.free() }
         let httpsPort = try tlsCertificate.map { _ in try Ports.free() }
         let config = Self.config(directory: directory.path, port: port, tlsPort: tlsPort, httpsPort: httpsPort, tlsCertificate: tlsCertificate,
-                                 qnameMinimisation: qnameMinimisation, stubZones: stubZones)
+                                 qnameMinimisation: qnameMinimisation, logQueries: logQueries, stubZones: stubZones)
         let file = directory.appendingPathComponent("unbound.conf")
         try Data(config.utf8).write(to: file)
         if let checker = try? Paths.tool("unbound-checkconf", package: "unbound") {
@@ -75,6 +75,16 @@ final class Unbound: @unchecked Sendable {
     deinit { process.stop() }
 
     func stop() { process.stop() }
+
+    /// The names of the queries clients sent, as unbound logged them (with
+    /// `logQueries`: lines "info: CLIENT NAME. TYPE CLASS"), for one type.
+    func queriedNames(type: String) -> [String] {
+        log.split(separator: "\n").compactMap { line in
+            let words = line.split(separator: " ")
+            guard let info = words.firstIndex(of: "info:"), words.count == info + 5, words[info + 3] == type else { return nil }
+            return String(words[info + 2])
+        }
+    }
 
     /// unbound's log file, and what it wrote to stdout and stderr (for failure messages).
     var log: String {
@@ -107,7 +117,7 @@ final class Unbound: @unchecked Sendable {
 
     static func config(directory: String, port: UInt16, tlsPort: UInt16?, httpsPort: UInt16? = nil,
                        tlsCertificate: (certPath: String, keyPath: String)?,
-                       qnameMinimisation: Bool, stubZones: [StubZone]) -> String {
+                       qnameMinimisation: Bool, logQueries: Bool = false, stubZones: [StubZone]) -> String {
         var lines = [
             "server:",
             "  directory: \"\(directory)\"",
@@ -138,6 +148,7 @@ final class Unbound: @unchecked Sendable {
             "  verbosity: 1",
             "  num-threads: 1",
             "  qname-minimisation: \(qnameMinimisation ? "yes" : "no")",
+            "  log-queries: \(logQueries ? "yes" : "no")",
             "  module-config: \"iterator\"",
         ]
         // unbound serves some top-level domains itself (test., invalid., onion.,
