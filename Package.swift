@@ -62,6 +62,16 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // Store-and-forward over mail: SMTP and IMAP clients (pure machines plus thin NIO handlers).
+        .target(
+            name: "RahaMail",
+            dependencies: [
+                "RahaWire", "RahaTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         // libqrencode from Debian (libqrencode-dev) for terminal QR codes.
         .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
         .target(name: "RahaQR", dependencies: ["CQREncode"]),
@@ -88,6 +98,7 @@ let package = Package(
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
+        .testTarget(name: "RahaMailTests", dependencies: ["RahaMail"]),
         .testTarget(
             name: "RahaTransportTests",
             dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
@@ -102,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RahaIntegrationTests",
-            dependencies: ["RahaProxy", "RahaBridge"],
+            dependencies: ["RahaProxy", "RahaBridge", "RahaMail"],
             exclude: ["Fixtures"]
         ),
     ],
