@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Pure wire formats and protocol state machines: bytes in, bytes out, no I/O.
@@ -70,6 +71,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                // SQLite through GRDB (Debian's libsqlite3-dev): the courier's durable store.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         // libqrencode from Debian (libqrencode-dev) for terminal QR codes.

@@ -7,7 +7,7 @@ import RahaWire
 
 /// Where a mail server is and how to reach it safely.
 public struct MailServer: Hashable, Sendable {
-    public enum Security: String, Hashable, Sendable {
+    public enum Security: String, Hashable, Sendable, Codable {
         /// TLS from the first byte (SMTP 465, IMAP 993).
         case tls
         /// STARTTLS before anything else (SMTP 587, IMAP 143); refused if not offered.

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import RahaMail
+import RahaWire
 import Testing
 
 extension RahaIntegration {
@@ -73,6 +74,70 @@ extension RahaIntegration {
                     #expect(body.contains("\r\n\r\nA line.\r\n.a line that starts with a dot\r\n\(token)\r\n"), "\(body)")
                 }
                 try await session.delete(uids: uids)
+                #expect(try await session.uids(after: 0).isEmpty)
+            }
+        }
+
+        /// A messenger for one of the test accounts, in a fresh directory.
+        static func messenger(_ address: String, servers: MailServers, chunkSize: Int = 192 * 1024) throws -> Messenger {
+            let directory = try Paths.temporaryDirectory("messenger")
+            ProcessRegistry.shared.removeAtExit(directory.path)
+            let domain = address.hasSuffix("@domestic.test") ? servers.domestic : servers.outside
+            let pin = servers.certificate.sha256
+            let account = MailAccount(address: address, password: servers.accounts[address]!,
+                                      smtp: .init(host: "127.0.0.1", port: Int(domain.submissionPort), security: .starttls, pin: pin),
+                                      imap: .init(host: "127.0.0.1", port: Int(servers.imapTLSPort), security: .tls, pin: pin),
+                                      chunkSize: chunkSize)
+            return try Messenger.setUp(directory: directory.path + "/mail", account: account)
+        }
+
+        /// Receives until `count` messages arrived (hang guard: 24 rounds of up to 5 s).
+        static func receive(_ count: Int, _ messenger: Messenger, servers: MailServers) async throws -> [MessageRecord] {
+            var arrived: [MessageRecord] = []
+            for _ in 0..<24 where arrived.count < count {
+                arrived += try await messenger.receive(waitingUpTo: .seconds(5))
+            }
+            guard arrived.count >= count else { throw TestFailure("\(arrived.count) of \(count) messages arrived.\n\(servers.logs)") }
+            return arrived
+        }
+
+        @Test("Messaging between domestic.test and outside.test: invites exchanged, a message sealed, split across mails, relayed, reassembled and opened; the acknowledgement makes it delivered; nothing shows twice after a restart")
+        func messaging() async throws {
+            let servers = try MailServers()
+            defer { servers.stop() }
+            // Small chunks so the long message takes several mails.
+            let alice = try Self.messenger("alice@domestic.test", servers: servers, chunkSize: 2000)
+            let bob = try Self.messenger("bob@outside.test", servers: servers)
+            try alice.addContact(try MailInvite(parsing: bob.invite.text), name: "bob")
+            try bob.addContact(try MailInvite(parsing: alice.invite.text), name: "alice")
+
+            var generator = SystemRandomNumberGenerator()
+            let long = (0..<3000).map { _ in String(UInt64.random(in: 0...UInt64.max, using: &generator), radix: 36) }.joined(separator: " ")
+            let ids = [try alice.send("salam Bob ☀", to: "bob"), try alice.send(long, to: "bob")]
+            #expect(try alice.messages().map(\.state) == [.queued, .queued])
+            let (sent, error) = try await alice.sendDue()
+            #expect(error == nil && sent > 3, "the long message took several mails: \(sent), \(String(describing: error))")
+            #expect(try alice.messages().map(\.state) == [.sent, .sent])
+
+            let arrived = try await Self.receive(2, bob, servers: servers)
+            #expect(Set(arrived.map(\.id)) == Set(ids))
+            #expect(Set(arrived.map(\.body)) == ["salam Bob ☀", long])
+            #expect(arrived.allSatisfy { $0.contact == "alice" && !$0.outgoing && $0.state == .received })
+
+            // Bob's acknowledgements go back; Alice sees both delivered.
+            _ = try await bob.sendDue()
+            for _ in 0..<24 where try alice.messages().contains(where: { $0.state != .delivered }) {
+                _ = try await alice.receive(waitingUpTo: .seconds(5))
+            }
+            #expect(try alice.messages().map(\.state) == [.delivered, .delivered], "\(servers.logs)")
+
+            // Reopened from disk: the same history, nothing new, nothing twice.
+            let reopened = try Messenger(directory: bob.directory)
+            #expect(try reopened.messages().count == 2)
+            #expect(try await reopened.receive().isEmpty)
+            // Bob's mailbox is empty: every courier mail was deleted once stored.
+            try await IMAPSession.withSession(server: bob.account.imap.mailServer, user: "bob@outside.test", password: servers.accounts["bob@outside.test"]!) { session in
+                _ = try await session.select()
                 #expect(try await session.uids(after: 0).isEmpty)
             }
         }
