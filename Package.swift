@@ -81,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "raha",
             dependencies: [
-                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR",
+                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR", "RahaMail",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

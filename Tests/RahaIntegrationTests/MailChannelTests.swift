@@ -142,6 +142,81 @@ extension RahaIntegration {
             }
         }
 
+        /// `raha mail ARGUMENTS --data DATA` to its end; its output.
+        @discardableResult
+        static func mail(_ arguments: [String], data: String, password: String? = nil) throws -> String {
+            let process = try ManagedProcess("raha mail \(arguments.first ?? "")", try Paths.rahaBinary(), ["mail"] + arguments + ["--data", data],
+                                             environment: password.map { ["RAHA_MAIL_PASSWORD": $0] } ?? [:])
+            defer { process.stop() }
+            let status = try process.waitForExit()
+            guard status == 0 else { throw TestFailure("raha mail \(arguments.joined(separator: " ")) exited \(status):\n\(process.output)") }
+            return process.output
+        }
+
+        @Test("raha mail, killed with SIGKILL again and again while sending and while receiving: after restarts every message arrives exactly once and is marked delivered")
+        func killedAnyTimeLosesNothing() throws {
+            let servers = try MailServers()
+            defer { servers.stop() }
+            var data: [String: String] = [:]
+            var invites: [String: String] = [:]
+            for (who, address, domain) in [("alice", "alice@domestic.test", servers.domestic), ("bob", "bob@outside.test", servers.outside)] {
+                let directory = try Paths.temporaryDirectory("mail-\(who)")
+                ProcessRegistry.shared.removeAtExit(directory.path)
+                data[who] = directory.path
+                let setup = try Self.mail(["setup", "--address", address, "--smtp", "127.0.0.1:\(domain.submissionPort)", "--smtp-security", "starttls",
+                                           "--imap", "127.0.0.1:\(servers.imapTLSPort)", "--imap-security", "tls", "--pin", servers.certificate.sha256],
+                                          data: directory.path, password: servers.accounts[address]!)
+                #expect(setup.contains("Mail account \(address) saved"), "\(setup)")
+                let mode = try FileManager.default.attributesOfItem(atPath: directory.path + "/mail/account.json")[.posixPermissions] as? Int
+                #expect(mode == 0o600, "the account file holds a password")
+                let invite = try Self.mail(["invite", "--no-qr", "--name", who], data: directory.path)
+                invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
+            }
+            try Self.mail(["add", invites["bob"]!], data: data["alice"]!)
+            try Self.mail(["add", invites["alice"]!], data: data["bob"]!)
+            #expect(try Self.mail(["contacts"], data: data["alice"]!).contains("bob <bob@outside.test>"))
+
+            // Twelve messages, each `raha mail send` killed at another moment.
+            let texts = (1...12).map { "message \($0) " + String(repeating: "x", count: $0 * 500) }
+            for (index, text) in texts.enumerated() {
+                let process = try ManagedProcess("raha mail send", try Paths.rahaBinary(), ["mail", "send", "bob", text, "--data", data["alice"]!])
+                // Killed at once, or 40, 80 … 440 ms later: before the message is queued, after, mid-SMTP or after.
+                usleep(UInt32(index * 40_000))
+                kill(process.pid, SIGKILL)
+                _ = try process.waitForExit()
+            }
+            let queued = try Self.mail(["inbox", "--offline", "--limit", "50"], data: data["alice"]!)
+            // A send killed before its transaction committed queued nothing: send those again.
+            for text in texts where !queued.contains("→ bob: \(text) (") {
+                try Self.mail(["send", "bob", text], data: data["alice"]!)
+            }
+            // Bob's receiver is killed mid-round a few times while Alice's sender is killed too.
+            for round in 0..<4 {
+                let sender = try ManagedProcess("raha mail inbox (alice)", try Paths.rahaBinary(), ["mail", "inbox", "--data", data["alice"]!])
+                let receiver = try ManagedProcess("raha mail watch (bob)", try Paths.rahaBinary(), ["mail", "watch", "--wait", "2", "--data", data["bob"]!])
+                usleep(UInt32(100_000 + round * 150_000))
+                kill(sender.pid, SIGKILL)
+                kill(receiver.pid, SIGKILL)
+                _ = try sender.waitForExit()
+                _ = try receiver.waitForExit()
+            }
+            // Then left to finish: each side until the other's mail is all in (hang guard: 30 rounds).
+            var bobInbox = ""
+            for _ in 0..<30 {
+                try Self.mail(["inbox"], data: data["alice"]!)
+                bobInbox = try Self.mail(["inbox", "--limit", "50"], data: data["bob"]!)
+                let aliceView = try Self.mail(["inbox", "--limit", "50"], data: data["alice"]!)
+                if texts.allSatisfy({ bobInbox.contains("← alice: \($0)\n") }) && aliceView.components(separatedBy: "(delivered)").count - 1 == texts.count { break }
+                usleep(500_000)
+            }
+            for text in texts {
+                #expect(bobInbox.components(separatedBy: "← alice: \(text)\n").count - 1 == 1, "\(text.prefix(12)) shows exactly once:\n\(bobInbox)\n\(servers.logs)")
+            }
+            let aliceView = try Self.mail(["inbox", "--offline", "--limit", "50"], data: data["alice"]!)
+            #expect(aliceView.components(separatedBy: "(delivered)").count - 1 == texts.count, "\(aliceView)")
+            #expect(!aliceView.contains("(queued)") && !aliceView.contains("(failed)"))
+        }
+
         @Test("IMAP with STARTTLS: IDLE wakes on new mail; wrong passwords are refused with a message that says so, for SMTP and IMAP")
         func idleAndWrongPasswords() async throws {
             let servers = try MailServers()

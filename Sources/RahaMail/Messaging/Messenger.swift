@@ -25,7 +25,7 @@ public struct MailAccount: Codable, Hashable, Sendable {
             MailServer(host: host, port: port, security: security, serverName: serverName, pin: pin.flatMap(Self.bytes(hex:)))
         }
 
-        static func bytes(hex: String) -> [UInt8]? {
+        public static func bytes(hex: String) -> [UInt8]? {
             let digits = Array(hex.lowercased().utf8).filter { $0 != UInt8(ascii: ":") }
             guard digits.count == 64 else { return nil }
             var out: [UInt8] = []
