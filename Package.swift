@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
-        .testTarget(name: "RahaMailTests", dependencies: ["RahaMail"]),
+        .testTarget(name: "RahaMailTests", dependencies: ["RahaMail", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "RahaTransportTests",
             dependencies: ["RahaTransport", .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]
