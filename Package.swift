@@ -63,6 +63,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // HTML to compact readable text with numbered links (the text-only browser's renderer).
+        .target(name: "RahaText"),
         // Store-and-forward over mail: SMTP and IMAP clients (pure machines plus thin NIO handlers).
         .target(
             name: "RahaMail",
@@ -81,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "raha",
             dependencies: [
-                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR", "RahaMail",
+                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR", "RahaMail", "RahaText",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -101,6 +103,7 @@ let package = Package(
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),
+        .testTarget(name: "RahaTextTests", dependencies: ["RahaText"], resources: [.copy("Pages")]),
         .testTarget(name: "RahaMailTests", dependencies: ["RahaMail", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "RahaTransportTests",

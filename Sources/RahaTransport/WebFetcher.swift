@@ -14,6 +14,8 @@ public struct WebFetcher: Sendable {
     public var maxRedirects: Int
     /// Overrides the system CAs (tests); nil means the system's.
     public var trustRoots: NIOSSLTrustRoots?
+    /// What is fetched, for error messages ("online config", "page").
+    public var what = "online config"
 
     public init(deadline: TimeAmount = .seconds(10), maxBodyBytes: Int = 64 * 1024, maxRedirects: Int = 3,
                 trustRoots: NIOSSLTrustRoots? = nil) {
@@ -34,26 +36,26 @@ public struct WebFetcher: Sendable {
             do {
                 response = try await once(current, group: group, deadline: deadline).get()
             } catch let error as WireError {
-                throw WireError(error.code, "online config \(current.redacted): \(error.reason)")
+                throw WireError(error.code, "\(what) \(current.redacted): \(error.reason)")
             } catch {
-                throw WireError(.handshake, "online config \(current.redacted): \(WebFetcher.describe(error))")
+                throw WireError(.handshake, "\(what) \(current.redacted): \(WebFetcher.describe(error))")
             }
             switch response.status {
             case 200..<300:
                 return response.body
             case 301, 302, 303, 307, 308:
                 guard let location = response.location else {
-                    throw WireError(.refused, "online config \(current.redacted): HTTP \(response.status) without a Location")
+                    throw WireError(.refused, "\(what) \(current.redacted): HTTP \(response.status) without a Location")
                 }
                 redirects += 1
                 guard redirects <= maxRedirects else {
-                    throw WireError(.refused, "online config \(url.redacted): more than \(maxRedirects) redirects")
+                    throw WireError(.refused, "\(what) \(url.redacted): more than \(maxRedirects) redirects")
                 }
                 do { current = try current.following(location: location) } catch {
-                    throw WireError(.refused, "online config \(current.redacted): \(error)")
+                    throw WireError(.refused, "\(what) \(current.redacted): \(error)")
                 }
             default:
-                throw WireError(.refused, "online config \(current.redacted): HTTP \(response.status)")
+                throw WireError(.refused, "\(what) \(current.redacted): HTTP \(response.status)")
             }
         }
     }
