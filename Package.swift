@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "RahaMail",
             dependencies: [
-                "RahaWire", "RahaTransport",
+                "RahaWire", "RahaTransport", "RahaText",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

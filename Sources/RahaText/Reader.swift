@@ -12,6 +12,13 @@ public struct ReadablePage: Hashable, Sendable {
     /// Whether a main article was found (else `body` is the whole page's text).
     public var isArticle: Bool
 
+    public init(title: String, body: String, links: [String], isArticle: Bool) {
+        self.title = title
+        self.body = body
+        self.links = links
+        self.isArticle = isArticle
+    }
+
     /// The whole rendering: title, body, then the numbered links.
     public var text: String {
         var out = title.isEmpty ? "" : title + "\n\n"

@@ -193,6 +193,7 @@ struct MailCommand: AsyncParsableCommand {
         @OptionGroup var location: Location
 
         func run() async throws {
+            lineBufferedOutput()
             let messenger = try location.messenger()
             print("Watching \(messenger.account.address) (Ctrl-C to stop)")
             var states = Dictionary(try messenger.messages(limit: 200).map { ($0.id, $0.state) }, uniquingKeysWith: { a, _ in a })

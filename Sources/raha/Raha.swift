@@ -12,7 +12,7 @@ struct Raha: AsyncParsableCommand {
         Inside, with the printed key: raha connect 'ss://…'
         then point a browser or app at SOCKS5/HTTP proxy 127.0.0.1:1080.
         """,
-        subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self, DoctorCommand.self, MailCommand.self, TextCommand.self]
+        subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self, DoctorCommand.self, MailCommand.self, TextCommand.self, BrowseCommand.self, GatewayCommand.self]
     )
 }
 
@@ -33,6 +33,12 @@ struct LoggingOptions: ParsableArguments {
 struct UsageFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Each line of standard output goes out when it is complete, so a watcher
+/// reading through a pipe sees events as they happen.
+func lineBufferedOutput() {
+    setvbuf(stdout, nil, _IOLBF, 0)
 }
 
 /// Raises the soft descriptor limit to the hard one: each proxied connection needs two.

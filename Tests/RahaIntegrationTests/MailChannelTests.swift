@@ -217,6 +217,61 @@ extension RahaIntegration {
             #expect(!aliceView.contains("(queued)") && !aliceView.contains("(failed)"))
         }
 
+        @Test("The text-only browser over mail: raha browse asks raha gateway through Postfix and Dovecot, gets the article without its furniture, follows link N, and is held to its quota")
+        func browseThroughTheGateway() throws {
+            let servers = try MailServers()
+            defer { servers.stop() }
+            let origin = try Origin.shared()
+            let pages = Paths.packageRoot.appendingPathComponent("Tests/RahaTextTests/Pages")
+            for name in ["news-article.html", "wiki-page.html"] {
+                try? FileManager.default.removeItem(at: origin.directory.appendingPathComponent(name))
+                try FileManager.default.copyItem(at: pages.appendingPathComponent(name), to: origin.directory.appendingPathComponent(name))
+            }
+            var data: [String: String] = [:]
+            var invites: [String: String] = [:]
+            for (who, address, domain) in [("reader", "alice@domestic.test", servers.domestic), ("gateway", "gateway@outside.test", servers.outside)] {
+                let directory = try Paths.temporaryDirectory("mail-\(who)")
+                ProcessRegistry.shared.removeAtExit(directory.path)
+                data[who] = directory.path
+                try Self.mail(["setup", "--address", address, "--smtp", "127.0.0.1:\(domain.submissionPort)", "--smtp-security", "starttls",
+                               "--imap", "127.0.0.1:\(servers.imapTLSPort)", "--imap-security", "tls", "--pin", servers.certificate.sha256],
+                              data: directory.path, password: servers.accounts[address]!)
+                let invite = try Self.mail(["invite", "--no-qr", "--name", who], data: directory.path)
+                invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
+            }
+            try Self.mail(["add", invites["gateway"]!], data: data["reader"]!)
+            try Self.mail(["add", invites["reader"]!], data: data["gateway"]!)
+            let gateway = try ManagedProcess("raha gateway", try Paths.rahaBinary(),
+                                             ["gateway", "--allow-private", "--wait", "2", "--requests-per-day", "3", "--data", data["gateway"]!])
+            defer { gateway.stop() }
+            _ = try gateway.waitForLine(startingWith: "Gateway gateway@outside.test serving 1 contact")
+
+            func browse(_ arguments: [String]) throws -> (Int32, String) {
+                let process = try ManagedProcess("raha browse", try Paths.rahaBinary(), ["browse"] + arguments + ["--timeout", "90", "--data", data["reader"]!])
+                defer { process.stop() }
+                return (try process.waitForExit(), process.output)
+            }
+            let article = "http://127.0.0.1:\(origin.port)/news-article.html"
+            let (status, shown) = try browse([article])
+            #expect(status == 0, "\(shown)\n\(gateway.output)\n\(servers.logs)")
+            #expect(shown.hasPrefix("Rivers Return to the Valley After Record Rains\n\n"), "\(shown)")
+            #expect(shown.contains("ARTICLE-START") && shown.contains("ARTICLE-END") && !shown.contains("FURNITURE-"), "\(shown)")
+            #expect(shown.contains("full water report[1] online") && shown.hasSuffix("[1] http://127.0.0.1:\(origin.port)/reports/water-2026.pdf\n"))
+
+            // The same address again comes from the cache: no second request, so the quota is untouched.
+            let (_, again) = try browse([article])
+            #expect(again == shown)
+            // Link 1 of the last page: the gateway fetches it and says what went wrong (the site has no such file).
+            let (_, followed) = try browse(["1"])
+            #expect(followed.contains("http://127.0.0.1:\(origin.port)/reports/water-2026.pdf: could not fetch the page") && followed.contains("404"), "\(followed)")
+            // Request 2 was that link; request 3 is allowed, request 4 is over the quota of 3 a day.
+            let (_, wiki) = try browse(["http://127.0.0.1:\(origin.port)/wiki-page.html"])
+            #expect(wiki.hasPrefix("Qanat\n") && wiki.contains("### Maintenance"), "\(wiki)")
+            let (_, refused) = try browse(["http://127.0.0.1:\(origin.port)/news-article.html", "--reload"])
+            #expect(refused.contains("over today's quota (3 pages"), "\(refused)")
+            #expect(gateway.output.contains("Answered"), "\(gateway.output)")
+        }
+
         @Test("IMAP with STARTTLS: IDLE wakes on new mail; wrong passwords are refused with a message that says so, for SMTP and IMAP")
         func idleAndWrongPasswords() async throws {
             let servers = try MailServers()

@@ -102,11 +102,18 @@ public final class Messenger: @unchecked Sendable {
     /// The largest envelope accepted (after decompression: the same).
     public static let maximumEnvelopeSize = 16 << 20
 
+    /// What an envelope carries, as JSON: "text" (a message), "ack" (its
+    /// acknowledgement), "page-request" (a URL for a gateway) and "page" (the
+    /// gateway's rendering, or an error).
     struct Payload: Codable {
         var type: String
         var id: String
         var body: String?
         var sent: Double?
+        var url: String?
+        var title: String?
+        var links: [String]?
+        var error: String?
     }
 
     /// Opens the messenger of `directory`, made by `setUp`.
@@ -223,7 +230,7 @@ public final class Messenger: @unchecked Sendable {
     }
 
     /// Seals a payload to `contact` and queues its mails (in the caller's transaction).
-    private func queue(_ db: Database, _ payload: Payload, to contact: Contact, messageID: String?, now: Date) throws {
+    func queue(_ db: Database, _ payload: Payload, to contact: Contact, messageID: String?, now: Date) throws {
         let envelope = try Envelope.seal(Array(try JSONEncoder().encode(payload)), from: identity, to: contact.identity)
         let mails = try EnvelopeChunk.split(envelope, size: account.chunkSize).map { chunk in
             (recipient: contact.address,
@@ -334,6 +341,12 @@ public final class Messenger: @unchecked Sendable {
         case "ack":
             try db.execute(sql: "UPDATE messages SET state = 'delivered', updated = ? WHERE id = ? AND outgoing = 1 AND contact = ?",
                            arguments: [now.timeIntervalSince1970, payload.id, contact.name])
+            return []
+        case "page-request":
+            try receivePageRequest(db, payload, from: contact, now: now)
+            return []
+        case "page":
+            try receivePage(db, payload, from: contact, now: now)
             return []
         default:
             return []

@@ -59,6 +59,20 @@ public final class MailStore: @unchecked Sendable {
                   state TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
                 """)
         }
+        migrator.registerMigration("v2 pages") { db in
+            try db.execute(sql: """
+                CREATE TABLE page_requests (
+                  id TEXT PRIMARY KEY, contact TEXT NOT NULL, url TEXT NOT NULL, incoming INTEGER NOT NULL,
+                  state TEXT NOT NULL, created REAL NOT NULL);
+                CREATE TABLE pages (
+                  id TEXT PRIMARY KEY, url TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL, links TEXT NOT NULL,
+                  error TEXT, received REAL NOT NULL);
+                CREATE INDEX pages_url ON pages(url, received);
+                CREATE TABLE usage (contact TEXT NOT NULL, day TEXT NOT NULL, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                  PRIMARY KEY (contact, day));
+                CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """)
+        }
         try migrator.migrate(database)
     }
 
