@@ -25,13 +25,32 @@ public struct MailServer: Hashable, Sendable {
     /// among the system's (a domestic CA, a self-signed test server): that
     /// certificate exactly, whoever signed it.
     public var pin: [UInt8]?
+    /// A SOCKS5 proxy (such as `raha connect`) to reach the server through
+    /// when it cannot be reached directly, or always with `proxyOnly`: so the
+    /// courier rides any live tunnel, the DNS tunnel included.
+    public var proxy: (host: String, port: Int)?
+    public var proxyOnly: Bool
 
-    public init(host: String, port: Int, security: Security, serverName: String? = nil, pin: [UInt8]? = nil) {
+    public init(host: String, port: Int, security: Security, serverName: String? = nil, pin: [UInt8]? = nil,
+                proxy: (host: String, port: Int)? = nil, proxyOnly: Bool = false) {
         self.host = host
         self.port = port
         self.security = security
         self.serverName = serverName
         self.pin = pin
+        self.proxy = proxy
+        self.proxyOnly = proxyOnly
+    }
+
+    public static func == (a: MailServer, b: MailServer) -> Bool {
+        a.host == b.host && a.port == b.port && a.security == b.security && a.serverName == b.serverName && a.pin == b.pin
+            && a.proxy?.host == b.proxy?.host && a.proxy?.port == b.proxy?.port && a.proxyOnly == b.proxyOnly
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(host)
+        hasher.combine(port)
+        hasher.combine(proxy?.port)
     }
 
     /// The name checked in the server's certificate: `serverName`, else the host unless it is an IP address.
@@ -52,6 +71,8 @@ public final class MailSocket {
     private var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     private let channel: Channel
     private let tls: TLSClient
+    /// Bytes read past the proxy's answer (the server's greeting), for the next `read`.
+    private var pending: ByteBuffer?
 
     /// How long a read may wait before the connection counts as dead.
     public static let readTimeout: TimeAmount = .seconds(120)
@@ -63,7 +84,8 @@ public final class MailSocket {
         self.tls = tls
     }
 
-    /// Connects (with TLS first for `.tls`), runs `body`, then closes.
+    /// Connects (directly, or through the server's SOCKS5 proxy: see
+    /// `MailServer.proxy`), starts TLS at once for `.tls`, runs `body`, then closes.
     public static func withConnection<T>(to server: MailServer, readTimeout: TimeAmount = MailSocket.readTimeout,
                                          group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                                          _ body: (MailSocket) async throws -> T) async throws -> T {
@@ -74,30 +96,85 @@ public final class MailSocket {
             throw MailError(.security, "TLS could not be set up for \(server.host): \(error)")
         }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        var viaProxy = false
+        if let proxy = server.proxy, server.proxyOnly {
+            channel = try await connect(to: proxy, what: "the proxy", timeout: .seconds(30), readTimeout: readTimeout, group: group)
+            viaProxy = true
+        } else {
+            do {
+                // With a proxy to fall back on, a blocked server is given up on sooner.
+                channel = try await connect(to: (server.host, server.port), what: "the mail server",
+                                            timeout: server.proxy == nil ? .seconds(30) : .seconds(10), readTimeout: readTimeout, group: group)
+            } catch {
+                guard let proxy = server.proxy else { throw error }
+                channel = try await connect(to: proxy, what: "the proxy", timeout: .seconds(30), readTimeout: readTimeout, group: group)
+                viaProxy = true
+            }
+        }
+        return try await channel.executeThenClose { inbound, outbound in
+            let socket = MailSocket(channel: channel.channel, inbound: inbound, outbound: outbound, tls: tls)
+            if viaProxy { try await socket.socksConnect(host: server.host, port: server.port) }
+            if server.security == .tls { try await socket.startTLS() }
+            return try await body(socket)
+        }
+    }
+
+    private static func connect(to address: (host: String, port: Int), what: String, timeout: TimeAmount, readTimeout: TimeAmount,
+                                group: EventLoopGroup) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
         do {
-            channel = try await ClientBootstrap(group: group)
+            return try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.so_keepalive), value: 1)
-                .connectTimeout(.seconds(30))
-                .connect(host: server.host, port: server.port) { channel in
+                .connectTimeout(timeout)
+                .connect(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let handlers = channel.pipeline.syncOperations
-                        if server.security == .tls { try handlers.addHandler(try tls.makeHandler()) }
                         try handlers.addHandler(IdleStateHandler(readTimeout: readTimeout))
                         try handlers.addHandler(ReadTimeoutCloser(timeout: readTimeout))
                         return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
-            throw MailError(.transient, "could not reach the mail server \(server.host):\(server.port) (\(privacySafeReason(error))): check the address and port, or try again later")
+            throw MailError(.transient, "could not reach \(what) \(address.host):\(address.port) (\(privacySafeReason(error))): check the address and port, or try again later")
         }
-        return try await channel.executeThenClose { inbound, outbound in
-            let socket = MailSocket(channel: channel.channel, inbound: inbound, outbound: outbound, tls: tls)
-            return try await body(socket)
+    }
+
+    /// SOCKS5 CONNECT (RFC 1928, no authentication) to the mail server through the proxy.
+    private func socksConnect(host: String, port: Int) async throws {
+        var request = ByteBuffer()
+        SOCKS5Greeting(methods: [.noAuthentication]).write(to: &request)
+        let destination = (try? Endpoint(parsing: host, defaultPort: UInt16(port))).map { Endpoint(host: $0.host, port: UInt16(port)) }
+            ?? Endpoint(host: .domain(host), port: UInt16(port))
+        SOCKS5Request(command: .connect, destination: destination).write(to: &request)
+        try await write(Array(request.readableBytesView))
+        var received = ByteBuffer()
+        var selected = false
+        while true {
+            if !selected, let selection = try? SOCKS5MethodSelection.read(from: &received) {
+                guard selection.method == .noAuthentication else {
+                    throw MailError(.permanent, "the proxy wants a login (method \(selection.method)); Raha uses proxies without one, such as raha connect")
+                }
+                selected = true
+            }
+            if selected, let response = try? SOCKS5Response.read(from: &received) {
+                guard response.reply == .succeeded else {
+                    throw MailError(.transient, "the proxy could not reach the mail server (\(response.reply)): the tunnel behind it may be down")
+                }
+                if received.readableBytes > 0 { pending = received }
+                return
+            }
+            guard var more = try await inbound.next() else {
+                throw MailError(.transient, "the proxy closed the connection before reaching the mail server")
+            }
+            received.writeBuffer(&more)
         }
     }
 
     /// The next bytes from the server; nil when it closed the connection.
     public func read() async throws -> ByteBuffer? {
+        if let pending {
+            self.pending = nil
+            return pending
+        }
         do {
             return try await inbound.next()
         } catch let error as NIOSSLError {

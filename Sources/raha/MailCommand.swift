@@ -47,12 +47,19 @@ struct MailCommand: AsyncParsableCommand {
         @Option(help: "Override the IMAP security: tls, starttls or none.") var imapSecurity: String?
         @Option(help: "The name the servers' certificates carry, when the host is an address.") var serverName: String?
         @Option(help: "SHA-256 of the servers' certificate (hex), for servers whose CA this system does not know.") var pin: String?
+        @Option(help: "A SOCKS5 proxy HOST:PORT (raha connect's, e.g. 127.0.0.1:1080) to reach the mail servers through when they cannot be reached directly: any live tunnel, the DNS tunnel included.") var proxy: String?
+        @Flag(help: "Always reach the mail servers through --proxy.") var proxyOnly = false
         @Option(help: "Subject of the courier's mails.") var subject = MailDisguise.default.subject
         @Option(help: "Text of the courier's mails.") var body = MailDisguise.default.body
         @Option(help: "File name of the courier's attachments.") var attachment = MailDisguise.default.attachmentName
         @OptionGroup var location: Location
 
         func run() throws {
+            if let proxy {
+                do { _ = try Endpoint(parsing: proxy, defaultPort: 1080) } catch { throw UsageFailure("--proxy: \(error)") }
+            } else if proxyOnly {
+                throw UsageFailure("--proxy-only needs --proxy HOST:PORT")
+            }
             let password = try readPassword()
             let account = MailAccount(address: address, user: user, password: password,
                                       smtp: try server(smtp, security: smtpSecurity, defaults: [465: .tls, 587: .starttls, 25: .starttls], what: "--smtp"),
@@ -96,7 +103,8 @@ struct MailCommand: AsyncParsableCommand {
                 chosen = known
             }
             if let pin, MailAccount.Server.bytes(hex: pin) == nil { throw UsageFailure("--pin must be a SHA-256 in hex (64 digits, colons allowed)") }
-            return MailAccount.Server(host: endpoint.hostText, port: Int(endpoint.port), security: chosen, serverName: serverName, pin: pin)
+            return MailAccount.Server(host: endpoint.hostText, port: Int(endpoint.port), security: chosen, serverName: serverName, pin: pin,
+                                      proxy: proxy, proxyOnly: proxyOnly)
         }
     }
 

@@ -142,6 +142,55 @@ extension RahaIntegration {
             }
         }
 
+        @Test("Messages ride the DNS tunnel: Alice's courier reaches the mail servers only through raha connect, whose one key is a dns:// key through unbound to raha bridge; Bob's reply comes back the same way")
+        func messagingOverTheDNSTunnel() async throws {
+            let servers = try MailServers()
+            defer { servers.stop() }
+            let running = Processes()
+            defer { running.stopAll() }
+            let zone = "t.raha.test"
+            let bridgePort = try Ports.free()
+            let (bridge, keys) = try Peers.bridge(["dns://\(zone)@127.0.0.1:\(bridgePort)"])
+            running.add(bridge)
+            let unbound = try Unbound(stubZones: [.init(zone: zone, server: "127.0.0.1@\(bridgePort)")])
+            defer { unbound.stop() }
+            let key = try #require(keys.first) + "&resolver=udp://127.0.0.1:\(unbound.port)"
+            let (connect, proxyPort) = try Peers.connect([key])
+            running.add(connect)
+            #expect(try connect.waitForLine(startingWith: "Using ").contains("DNS tunnel"))
+
+            var alice = try Self.messenger("alice@domestic.test", servers: servers)
+            var account = alice.account
+            account.smtp.proxy = "127.0.0.1:\(proxyPort)"
+            account.smtp.proxyOnly = true
+            account.imap.proxy = "127.0.0.1:\(proxyPort)"
+            account.imap.proxyOnly = true
+            alice = try Messenger.setUp(directory: alice.directory, account: account)
+            let bob = try Self.messenger("bob@outside.test", servers: servers)
+            try alice.addContact(bob.invite, name: "bob")
+            try bob.addContact(alice.invite, name: "alice")
+
+            try alice.send("salam over DNS", to: "bob")
+            let (sent, error) = try await alice.sendDue()
+            #expect(sent == 1 && error == nil, "\(String(describing: error))\n\(connect.output)")
+            let arrived = try await Self.receive(1, bob, servers: servers)
+            #expect(arrived.map(\.body) == ["salam over DNS"])
+            try bob.send("and back", to: "alice")
+            _ = try await bob.sendDue()
+            let reply = try await Self.receive(1, alice, servers: servers)
+            #expect(reply.map(\.body) == ["and back"])
+            for _ in 0..<24 where try alice.messages().first(where: \.outgoing)?.state != .delivered {
+                _ = try await alice.receive(waitingUpTo: .seconds(5))
+            }
+            #expect(try alice.messages().first(where: \.outgoing)?.state == .delivered)
+            #expect(!connect.output.contains("127.0.0.1:\(servers.domestic.submissionPort)"), "raha connect logged a destination")
+            // Without the tunnel Alice's courier cannot reach her servers at all: it only ever went through it.
+            connect.stop()
+            try alice.send("no tunnel", to: "bob")
+            let (none, failure) = try await alice.sendDue()
+            #expect(none == 0 && failure?.reason.contains("could not reach the proxy") == true, "\(String(describing: failure))")
+        }
+
         /// `raha mail ARGUMENTS --data DATA` to its end; its output.
         @discardableResult
         static func mail(_ arguments: [String], data: String, password: String? = nil) throws -> String {

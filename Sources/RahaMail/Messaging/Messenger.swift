@@ -13,16 +13,26 @@ public struct MailAccount: Codable, Hashable, Sendable {
         /// SHA-256 of the server's certificate in hex, for servers whose CA the system does not know.
         public var pin: String?
 
-        public init(host: String, port: Int, security: MailServer.Security, serverName: String? = nil, pin: String? = nil) {
+        /// A SOCKS5 proxy HOST:PORT (such as `raha connect`'s) for when the server cannot be reached directly.
+        public var proxy: String?
+        /// Always go through the proxy (so the network sees no connection to the mail server at all).
+        public var proxyOnly: Bool?
+
+        public init(host: String, port: Int, security: MailServer.Security, serverName: String? = nil, pin: String? = nil,
+                    proxy: String? = nil, proxyOnly: Bool = false) {
             self.host = host
             self.port = port
             self.security = security
             self.serverName = serverName
             self.pin = pin
+            self.proxy = proxy
+            self.proxyOnly = proxyOnly ? true : nil
         }
 
         public var mailServer: MailServer {
-            MailServer(host: host, port: port, security: security, serverName: serverName, pin: pin.flatMap(Self.bytes(hex:)))
+            let proxyEndpoint = proxy.flatMap { try? Endpoint(parsing: $0, defaultPort: 1080) }.map { (host: $0.hostText, port: Int($0.port)) }
+            return MailServer(host: host, port: port, security: security, serverName: serverName, pin: pin.flatMap(Self.bytes(hex:)),
+                              proxy: proxyEndpoint, proxyOnly: proxyOnly ?? false)
         }
 
         public static func bytes(hex: String) -> [UInt8]? {
