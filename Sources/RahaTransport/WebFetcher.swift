@@ -16,6 +16,11 @@ public struct WebFetcher: Sendable {
     public var trustRoots: NIOSSLTrustRoots?
     /// What is fetched, for error messages ("online config", "page").
     public var what = "online config"
+    /// When set, the server's name is resolved first and the connection made
+    /// only to an address this allows (for each redirect too): a gateway
+    /// fetching for others keeps off private and loopback addresses,
+    /// including names that resolve to them.
+    public var addressFilter: (@Sendable (SocketAddress) -> Bool)?
 
     public init(deadline: TimeAmount = .seconds(10), maxBodyBytes: Int = 64 * 1024, maxRedirects: Int = 3,
                 trustRoots: NIOSSLTrustRoots? = nil) {
@@ -34,7 +39,15 @@ public struct WebFetcher: Sendable {
         while true {
             let response: WebResponseReader.Response
             do {
-                response = try await once(current, group: group, deadline: deadline).get()
+                var address: SocketAddress?
+                if let addressFilter {
+                    let resolved = try SocketAddress.makeAddressResolvingHost(current.server.hostText, port: Int(current.server.port))
+                    guard addressFilter(resolved) else {
+                        throw WireError(.refused, "its address is private or local, which is not fetched here")
+                    }
+                    address = resolved
+                }
+                response = try await once(current, address: address, group: group, deadline: deadline).get()
             } catch let error as WireError {
                 throw WireError(error.code, "\(what) \(current.redacted): \(error.reason)")
             } catch {
@@ -60,7 +73,7 @@ public struct WebFetcher: Sendable {
         }
     }
 
-    private func once(_ url: WebURL, group: EventLoopGroup, deadline: NIODeadline) -> EventLoopFuture<WebResponseReader.Response> {
+    private func once(_ url: WebURL, address: SocketAddress?, group: EventLoopGroup, deadline: NIODeadline) -> EventLoopFuture<WebResponseReader.Response> {
         let eventLoop = group.next()
         let promise = eventLoop.makePromise(of: WebResponseReader.Response.self)
         let timeout = eventLoop.scheduleTask(deadline: deadline) {
@@ -76,7 +89,7 @@ public struct WebFetcher: Sendable {
         }
         let reader = WebResponseHandler(reader: WebResponseReader(maxBodyBytes: maxBodyBytes), promise: promise)
         let remaining = deadline - .now()
-        ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(max(.milliseconds(1), remaining))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -84,7 +97,8 @@ public struct WebFetcher: Sendable {
                     try channel.pipeline.syncOperations.addHandler(reader)
                 }
             }
-            .connect(host: url.server.hostText, port: Int(url.server.port))
+        let connected = address.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: url.server.hostText, port: Int(url.server.port))
+        connected
             .whenComplete { result in
                 switch result {
                 case .failure(let error): promise.fail(error)

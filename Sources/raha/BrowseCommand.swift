@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import NIOPosix
+import RahaBridge
 import RahaMail
 import RahaTransport
 import RahaWire
@@ -42,7 +44,10 @@ struct GatewayCommand: AsyncParsableCommand {
             do {
                 _ = try await messenger.sendDue()
                 try await messenger.receive(waitingUpTo: .seconds(Int64(wait)))
-                let served = try await messenger.servePendingRequests(policy: policy, fetch: fetchPage)
+                let exitPolicy = ExitPolicy(allowPrivate: allowPrivate)
+                let served = try await messenger.servePendingRequests(policy: policy) { url, limit in
+                    try await fetchPage(url, limit: limit, allowing: { exitPolicy.allows($0) })
+                }
                 if served > 0 {
                     print("Answered \(served) page request(s)")
                     _ = try await messenger.sendDue()
@@ -57,10 +62,12 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 }
 
-/// Fetches a page directly (HTTP or HTTPS, redirects followed, at most `limit` bytes).
-func fetchPage(_ url: URL, limit: Int) async throws -> [UInt8] {
+/// Fetches a page directly (HTTP or HTTPS, redirects followed, at most
+/// `limit` bytes), only from addresses `allowing` accepts when it is given.
+func fetchPage(_ url: URL, limit: Int, allowing: (@Sendable (SocketAddress) -> Bool)? = nil) async throws -> [UInt8] {
     var fetcher = WebFetcher(deadline: .seconds(30), maxBodyBytes: limit, maxRedirects: 5)
     fetcher.what = "page"
+    fetcher.addressFilter = allowing
     return try await fetcher.get(try WebURL(parsing: url.absoluteString), group: MultiThreadedEventLoopGroup.singleton)
 }
 

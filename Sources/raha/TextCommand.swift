@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import NIOPosix
 import RahaText
-import RahaTransport
 import RahaWire
 
 /// `raha text FILE_OR_URL`: the text-only browser's rendering of one page, directly.
@@ -34,12 +32,9 @@ struct TextCommand: AsyncParsableCommand {
         let bytes: [UInt8]
         var url: URL?
         if source.hasPrefix("http://") || source.hasPrefix("https://") {
-            let webURL: WebURL
-            do { webURL = try WebURL(parsing: source) } catch { throw UsageFailure("\(error)") }
-            var fetcher = WebFetcher(deadline: .seconds(30), maxBodyBytes: 8 << 20, maxRedirects: 5)
-            fetcher.what = "page"
-            do { bytes = try await fetcher.get(webURL, group: MultiThreadedEventLoopGroup.singleton) } catch { throw UsageFailure("\(error)") }
-            url = URL(string: source)
+            guard let parsed = URL(string: source) else { throw UsageFailure("\(source) is not a URL") }
+            do { bytes = try await fetchPage(parsed, limit: 8 << 20) } catch { throw UsageFailure("\(error)") }
+            url = parsed
         } else {
             guard let data = FileManager.default.contents(atPath: source) else {
                 throw UsageFailure("cannot read \(source): give a readable HTML file or an http(s):// URL")

@@ -1,6 +1,9 @@
 import Foundation
 import NIOCore
+import NIOPosix
+import RahaBridge
 import RahaMail
+import RahaTransport
 import RahaWire
 import Testing
 
@@ -319,6 +322,26 @@ extension RahaIntegration {
             let (_, refused) = try browse(["http://127.0.0.1:\(origin.port)/news-article.html", "--reload"])
             #expect(refused.contains("over today's quota (3 pages"), "\(refused)")
             #expect(gateway.output.contains("Answered"), "\(gateway.output)")
+        }
+
+        @Test("raha text fetches a URL itself and renders it; a fetcher that keeps off private addresses refuses a name that resolves to loopback")
+        func textFromAURLAndPrivateAddresses() async throws {
+            let origin = try Origin.shared()
+            let pages = Paths.packageRoot.appendingPathComponent("Tests/RahaTextTests/Pages")
+            try? FileManager.default.removeItem(at: origin.directory.appendingPathComponent("wiki-page.html"))
+            try FileManager.default.copyItem(at: pages.appendingPathComponent("wiki-page.html"), to: origin.directory.appendingPathComponent("wiki-page.html"))
+            let text = try runCommand("raha text", try Paths.rahaBinary(), ["text", "http://127.0.0.1:\(origin.port)/wiki-page.html"])
+            #expect(text.status == 0 && text.stdoutText.hasPrefix("Qanat\n") && text.stdoutText.contains("[1] http://127.0.0.1:\(origin.port)/wiki/Iran"),
+                    "\(text.output)")
+            var fetcher = WebFetcher(maxBodyBytes: 1 << 20)
+            fetcher.what = "page"
+            fetcher.addressFilter = { RahaBridge.ExitPolicy(allowPrivate: false).allows($0) }
+            do {
+                _ = try await fetcher.get(try WebURL(parsing: "http://localhost:\(origin.port)/wiki-page.html"), group: MultiThreadedEventLoopGroup.singleton)
+                Issue.record("fetched a page from loopback")
+            } catch let error as WireError {
+                #expect(error.reason.contains("its address is private or local"), "\(error)")
+            }
         }
 
         @Test("IMAP with STARTTLS: IDLE wakes on new mail; wrong passwords are refused with a message that says so, for SMTP and IMAP")

@@ -105,3 +105,19 @@ import RahaWire
         }
     }
 }
+
+@Suite struct GatewayRefusalTests {
+    @Test func onlyPublicHTTPAddressesAreFetched() {
+        for url in ["ftp://example.org/x", "file:///etc/passwd", "javascript:alert(1)", "https://"] {
+            #expect(Messenger.refusal(of: url, allowPrivate: false)?.contains("is not an http:// or https:// address") == true, "\(url)")
+        }
+        for url in ["http://127.0.0.1/", "http://10.1.2.3:8080/x", "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data",
+                    "http://[::1]/", "http://[fd00::1]/", "http://[::ffff:10.0.0.1]/", "http://localhost:631/", "http://100.64.0.1/"] {
+            #expect(Messenger.refusal(of: url, allowPrivate: false) != nil, "\(url)")
+            #expect(Messenger.refusal(of: url, allowPrivate: true) == nil, "\(url) with private addresses allowed")
+        }
+        for url in ["https://example.org/news", "http://93.184.216.34/", "http://[2606:2800:220:1::]/"] {
+            #expect(Messenger.refusal(of: url, allowPrivate: false) == nil, "\(url)")
+        }
+    }
+}
