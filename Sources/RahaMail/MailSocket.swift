@@ -5,8 +5,8 @@ import NIOSSL
 import RahaTransport
 import RahaWire
 
-/// Where a mail server is and how to reach it safely.
-public struct MailServer: Hashable, Sendable {
+/// Where a mail server is and how to reach it safely (stored as JSON in the account).
+public struct MailServer: Codable, Hashable, Sendable {
     public enum Security: String, Hashable, Sendable, Codable {
         /// TLS from the first byte (SMTP 465, IMAP 993).
         case tls
@@ -21,36 +21,41 @@ public struct MailServer: Hashable, Sendable {
     public var security: Security
     /// The name the certificate must carry; nil: the host (when it is a name).
     public var serverName: String?
-    /// SHA-256 of the server's certificate, for servers whose CA is not
-    /// among the system's (a domestic CA, a self-signed test server): that
-    /// certificate exactly, whoever signed it.
-    public var pin: [UInt8]?
-    /// A SOCKS5 proxy (such as `raha connect`) to reach the server through
-    /// when it cannot be reached directly, or always with `proxyOnly`: so the
-    /// courier rides any live tunnel, the DNS tunnel included.
-    public var proxy: (host: String, port: Int)?
-    public var proxyOnly: Bool
+    /// SHA-256 of the server's certificate in hex, for servers whose CA is
+    /// not among the system's (a domestic CA, a self-signed test server):
+    /// that certificate exactly, whoever signed it.
+    public var pin: String?
+    /// A SOCKS5 proxy HOST:PORT (such as `raha connect`'s) to reach the
+    /// server through when it cannot be reached directly, or always with
+    /// `proxyOnly`: so the courier rides any live tunnel, the DNS tunnel included.
+    public var proxy: String?
+    public var proxyOnly: Bool?
 
-    public init(host: String, port: Int, security: Security, serverName: String? = nil, pin: [UInt8]? = nil,
-                proxy: (host: String, port: Int)? = nil, proxyOnly: Bool = false) {
+    public init(host: String, port: Int, security: Security, serverName: String? = nil, pin: String? = nil,
+                proxy: String? = nil, proxyOnly: Bool = false) {
         self.host = host
         self.port = port
         self.security = security
         self.serverName = serverName
         self.pin = pin
         self.proxy = proxy
-        self.proxyOnly = proxyOnly
+        self.proxyOnly = proxyOnly ? true : nil
     }
 
-    public static func == (a: MailServer, b: MailServer) -> Bool {
-        a.host == b.host && a.port == b.port && a.security == b.security && a.serverName == b.serverName && a.pin == b.pin
-            && a.proxy?.host == b.proxy?.host && a.proxy?.port == b.proxy?.port && a.proxyOnly == b.proxyOnly
+    /// 32 bytes from 64 hex digits (colons allowed), or nil.
+    public static func bytes(hex: String) -> [UInt8]? {
+        let digits = Array(hex.lowercased().utf8).filter { $0 != UInt8(ascii: ":") }
+        guard digits.count == 64 else { return nil }
+        var out: [UInt8] = []
+        for index in stride(from: 0, to: 64, by: 2) {
+            guard let value = UInt8(String(decoding: digits[index..<(index + 2)], as: UTF8.self), radix: 16) else { return nil }
+            out.append(value)
+        }
+        return out
     }
 
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(host)
-        hasher.combine(port)
-        hasher.combine(proxy?.port)
+    var proxyAddress: (host: String, port: Int)? {
+        proxy.flatMap { try? Endpoint(parsing: $0, defaultPort: 1080) }.map { (host: $0.hostText, port: Int($0.port)) }
     }
 
     /// The name checked in the server's certificate: `serverName`, else the host unless it is an IP address.
@@ -91,22 +96,23 @@ public final class MailSocket {
                                          _ body: (MailSocket) async throws -> T) async throws -> T {
         let tls: TLSClient
         do {
-            tls = try TLSClient(serverName: server.certificateName, check: CertificateCheck(pin: server.pin, allowInsecure: false), alpn: [])
+            tls = try TLSClient(serverName: server.certificateName, check: CertificateCheck(pin: server.pin.flatMap(MailServer.bytes(hex:)), allowInsecure: false), alpn: [])
         } catch {
             throw MailError(.security, "TLS could not be set up for \(server.host): \(error)")
         }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         var viaProxy = false
-        if let proxy = server.proxy, server.proxyOnly {
+        let proxy = server.proxyAddress
+        if let proxy, server.proxyOnly == true {
             channel = try await connect(to: proxy, what: "the proxy", timeout: .seconds(30), readTimeout: readTimeout, group: group)
             viaProxy = true
         } else {
             do {
                 // With a proxy to fall back on, a blocked server is given up on sooner.
                 channel = try await connect(to: (server.host, server.port), what: "the mail server",
-                                            timeout: server.proxy == nil ? .seconds(30) : .seconds(10), readTimeout: readTimeout, group: group)
+                                            timeout: proxy == nil ? .seconds(30) : .seconds(10), readTimeout: readTimeout, group: group)
             } catch {
-                guard let proxy = server.proxy else { throw error }
+                guard let proxy else { throw error }
                 channel = try await connect(to: proxy, what: "the proxy", timeout: .seconds(30), readTimeout: readTimeout, group: group)
                 viaProxy = true
             }

@@ -86,7 +86,7 @@ struct MailCommand: AsyncParsableCommand {
             return line
         }
 
-        private func server(_ text: String, security: String?, defaults: [Int: MailServer.Security], what: String) throws -> MailAccount.Server {
+        private func server(_ text: String, security: String?, defaults: [Int: MailServer.Security], what: String) throws -> MailServer {
             let endpoint: Endpoint
             do { endpoint = try Endpoint(parsing: text, defaultPort: 0) } catch { throw UsageFailure("\(what): \(error)") }
             guard endpoint.port != 0 else { throw UsageFailure("\(what) \(text): give the port too, e.g. \(text):\(defaults.keys.sorted().last!)") }
@@ -102,8 +102,8 @@ struct MailCommand: AsyncParsableCommand {
                 }
                 chosen = known
             }
-            if let pin, MailAccount.Server.bytes(hex: pin) == nil { throw UsageFailure("--pin must be a SHA-256 in hex (64 digits, colons allowed)") }
-            return MailAccount.Server(host: endpoint.hostText, port: Int(endpoint.port), security: chosen, serverName: serverName, pin: pin,
+            if let pin, MailServer.bytes(hex: pin) == nil { throw UsageFailure("--pin must be a SHA-256 in hex (64 digits, colons allowed)") }
+            return MailServer(host: endpoint.hostText, port: Int(endpoint.port), security: chosen, serverName: serverName, pin: pin,
                                       proxy: proxy, proxyOnly: proxyOnly)
         }
     }

@@ -14,11 +14,6 @@ extension RahaIntegration {
     /// deleting over TLS and STARTTLS.
     @Suite("Mail channel (Postfix and Dovecot)")
     struct MailChannel {
-        private static func pin(_ servers: MailServers) -> [UInt8] {
-            let hex = Array(servers.certificate.sha256.utf8)
-            return stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
-        }
-
         private static func message(_ token: String, to recipient: String = "bob@outside.test") -> SMTPMessage {
             let body = """
             From: alice@domestic.test
@@ -49,7 +44,7 @@ extension RahaIntegration {
         func submitRelayAndRead() async throws {
             let servers = try MailServers()
             defer { servers.stop() }
-            let pin = Self.pin(servers)
+            let pin = servers.certificate.sha256
             let alice = (user: "alice@domestic.test", password: servers.accounts["alice@domestic.test"]!)
             let tokens = ["token-\(UUID().uuidString)", "token-\(UUID().uuidString)"]
             let overSTARTTLS = await SMTPSender.send([Self.message(tokens[0])],
@@ -139,7 +134,7 @@ extension RahaIntegration {
             #expect(try reopened.messages().count == 2)
             #expect(try await reopened.receive().isEmpty)
             // Bob's mailbox is empty: every courier mail was deleted once stored.
-            try await IMAPSession.withSession(server: bob.account.imap.mailServer, user: "bob@outside.test", password: servers.accounts["bob@outside.test"]!) { session in
+            try await IMAPSession.withSession(server: bob.account.imap, user: "bob@outside.test", password: servers.accounts["bob@outside.test"]!) { session in
                 _ = try await session.select()
                 #expect(try await session.uids(after: 0).isEmpty)
             }
@@ -205,27 +200,36 @@ extension RahaIntegration {
             return process.output
         }
 
+        /// Two accounts set up with `raha mail setup` (each in a data directory
+        /// of its own), each the other's contact by invite; their directories by name.
+        static func pairWithCLI(_ first: (name: String, address: String), _ second: (name: String, address: String),
+                                servers: MailServers) throws -> [String: String] {
+            var data: [String: String] = [:]
+            var invites: [String: String] = [:]
+            for (who, address) in [first, second] {
+                let domain = address.hasSuffix("@domestic.test") ? servers.domestic : servers.outside
+                let directory = try Paths.temporaryDirectory("mail-\(who)")
+                ProcessRegistry.shared.removeAtExit(directory.path)
+                data[who] = directory.path
+                let setup = try mail(["setup", "--address", address, "--smtp", "127.0.0.1:\(domain.submissionPort)", "--smtp-security", "starttls",
+                                      "--imap", "127.0.0.1:\(servers.imapTLSPort)", "--imap-security", "tls", "--pin", servers.certificate.sha256],
+                                     data: directory.path, password: servers.accounts[address]!)
+                #expect(setup.contains("Mail account \(address) saved"), "\(setup)")
+                let mode = try FileManager.default.attributesOfItem(atPath: directory.path + "/mail/account.json")[.posixPermissions] as? Int
+                #expect(mode == 0o600, "the account file holds a password")
+                let invite = try mail(["invite", "--no-qr", "--name", who], data: directory.path)
+                invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
+            }
+            try mail(["add", invites[second.name]!], data: data[first.name]!)
+            try mail(["add", invites[first.name]!], data: data[second.name]!)
+            return data
+        }
+
         @Test("raha mail, killed with SIGKILL again and again while sending and while receiving: after restarts every message arrives exactly once and is marked delivered")
         func killedAnyTimeLosesNothing() throws {
             let servers = try MailServers()
             defer { servers.stop() }
-            var data: [String: String] = [:]
-            var invites: [String: String] = [:]
-            for (who, address, domain) in [("alice", "alice@domestic.test", servers.domestic), ("bob", "bob@outside.test", servers.outside)] {
-                let directory = try Paths.temporaryDirectory("mail-\(who)")
-                ProcessRegistry.shared.removeAtExit(directory.path)
-                data[who] = directory.path
-                let setup = try Self.mail(["setup", "--address", address, "--smtp", "127.0.0.1:\(domain.submissionPort)", "--smtp-security", "starttls",
-                                           "--imap", "127.0.0.1:\(servers.imapTLSPort)", "--imap-security", "tls", "--pin", servers.certificate.sha256],
-                                          data: directory.path, password: servers.accounts[address]!)
-                #expect(setup.contains("Mail account \(address) saved"), "\(setup)")
-                let mode = try FileManager.default.attributesOfItem(atPath: directory.path + "/mail/account.json")[.posixPermissions] as? Int
-                #expect(mode == 0o600, "the account file holds a password")
-                let invite = try Self.mail(["invite", "--no-qr", "--name", who], data: directory.path)
-                invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
-            }
-            try Self.mail(["add", invites["bob"]!], data: data["alice"]!)
-            try Self.mail(["add", invites["alice"]!], data: data["bob"]!)
+            let data = try Self.pairWithCLI(("alice", "alice@domestic.test"), ("bob", "bob@outside.test"), servers: servers)
             #expect(try Self.mail(["contacts"], data: data["alice"]!).contains("bob <bob@outside.test>"))
 
             // Twelve messages, each `raha mail send` killed at another moment.
@@ -279,20 +283,7 @@ extension RahaIntegration {
                 try? FileManager.default.removeItem(at: origin.directory.appendingPathComponent(name))
                 try FileManager.default.copyItem(at: pages.appendingPathComponent(name), to: origin.directory.appendingPathComponent(name))
             }
-            var data: [String: String] = [:]
-            var invites: [String: String] = [:]
-            for (who, address, domain) in [("reader", "alice@domestic.test", servers.domestic), ("gateway", "gateway@outside.test", servers.outside)] {
-                let directory = try Paths.temporaryDirectory("mail-\(who)")
-                ProcessRegistry.shared.removeAtExit(directory.path)
-                data[who] = directory.path
-                try Self.mail(["setup", "--address", address, "--smtp", "127.0.0.1:\(domain.submissionPort)", "--smtp-security", "starttls",
-                               "--imap", "127.0.0.1:\(servers.imapTLSPort)", "--imap-security", "tls", "--pin", servers.certificate.sha256],
-                              data: directory.path, password: servers.accounts[address]!)
-                let invite = try Self.mail(["invite", "--no-qr", "--name", who], data: directory.path)
-                invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
-            }
-            try Self.mail(["add", invites["gateway"]!], data: data["reader"]!)
-            try Self.mail(["add", invites["reader"]!], data: data["gateway"]!)
+            let data = try Self.pairWithCLI(("reader", "alice@domestic.test"), ("gateway", "gateway@outside.test"), servers: servers)
             let gateway = try ManagedProcess("raha gateway", try Paths.rahaBinary(),
                                              ["gateway", "--allow-private", "--wait", "2", "--requests-per-day", "3", "--data", data["gateway"]!])
             defer { gateway.stop() }
@@ -348,7 +339,7 @@ extension RahaIntegration {
         func idleAndWrongPasswords() async throws {
             let servers = try MailServers()
             defer { servers.stop() }
-            let pin = Self.pin(servers)
+            let pin = servers.certificate.sha256
             let imap = MailServer(host: "127.0.0.1", port: Int(servers.imapPort), security: .starttls, pin: pin)
             let submission = MailServer(host: "127.0.0.1", port: Int(servers.domestic.submissionPort), security: .starttls, pin: pin)
             try await IMAPSession.withSession(server: imap, user: "bob@outside.test", password: servers.accounts["bob@outside.test"]!) { session in

@@ -5,58 +5,16 @@ import RahaWire
 
 /// A mail account the courier uses: the address, the login, and the two servers.
 public struct MailAccount: Codable, Hashable, Sendable {
-    public struct Server: Codable, Hashable, Sendable {
-        public var host: String
-        public var port: Int
-        public var security: MailServer.Security
-        public var serverName: String?
-        /// SHA-256 of the server's certificate in hex, for servers whose CA the system does not know.
-        public var pin: String?
-
-        /// A SOCKS5 proxy HOST:PORT (such as `raha connect`'s) for when the server cannot be reached directly.
-        public var proxy: String?
-        /// Always go through the proxy (so the network sees no connection to the mail server at all).
-        public var proxyOnly: Bool?
-
-        public init(host: String, port: Int, security: MailServer.Security, serverName: String? = nil, pin: String? = nil,
-                    proxy: String? = nil, proxyOnly: Bool = false) {
-            self.host = host
-            self.port = port
-            self.security = security
-            self.serverName = serverName
-            self.pin = pin
-            self.proxy = proxy
-            self.proxyOnly = proxyOnly ? true : nil
-        }
-
-        public var mailServer: MailServer {
-            let proxyEndpoint = proxy.flatMap { try? Endpoint(parsing: $0, defaultPort: 1080) }.map { (host: $0.hostText, port: Int($0.port)) }
-            return MailServer(host: host, port: port, security: security, serverName: serverName, pin: pin.flatMap(Self.bytes(hex:)),
-                              proxy: proxyEndpoint, proxyOnly: proxyOnly ?? false)
-        }
-
-        public static func bytes(hex: String) -> [UInt8]? {
-            let digits = Array(hex.lowercased().utf8).filter { $0 != UInt8(ascii: ":") }
-            guard digits.count == 64 else { return nil }
-            var out: [UInt8] = []
-            for index in stride(from: 0, to: 64, by: 2) {
-                guard let value = UInt8(String(decoding: digits[index..<(index + 2)], as: UTF8.self), radix: 16) else { return nil }
-                out.append(value)
-            }
-            return out
-        }
-    }
-
     public var address: String
     public var user: String
     public var password: String
-    public var smtp: Server
-    public var imap: Server
+    public var smtp: MailServer
+    public var imap: MailServer
     public var disguise: MailDisguise
     /// Envelope bytes per mail at most (base64 makes the mail a third larger).
     public var chunkSize: Int
 
-    public init(address: String, user: String? = nil, password: String, smtp: Server, imap: Server,
+    public init(address: String, user: String? = nil, password: String, smtp: MailServer, imap: MailServer,
                 disguise: MailDisguise = .default, chunkSize: Int = 192 * 1024) {
         self.address = address
         self.user = user ?? address
@@ -273,7 +231,7 @@ public final class Messenger: @unchecked Sendable {
             let due = try store.dueMails(now: now)
             guard !due.isEmpty else { break }
             let messages = due.map { SMTPMessage(from: account.address, recipients: [$0.recipient], content: $0.content) }
-            let results = await SMTPSender.send(messages, via: account.smtp.mailServer, credentials: (account.user, account.password))
+            let results = await SMTPSender.send(messages, via: account.smtp, credentials: (account.user, account.password))
             var outcomes: [(mail: MailStore.OutgoingMail, result: Result<Void, MailError>)] = []
             for (mail, result) in zip(due, results) {
                 switch result {
@@ -300,7 +258,7 @@ public final class Messenger: @unchecked Sendable {
     /// it took from the server. Returns the messages that arrived.
     @discardableResult
     public func receive(waitingUpTo wait: TimeAmount? = nil) async throws -> [MessageRecord] {
-        try await IMAPSession.withSession(server: account.imap.mailServer, user: account.user, password: account.password) { session in
+        try await IMAPSession.withSession(server: account.imap, user: account.user, password: account.password) { session in
             var arrived: [MessageRecord] = []
             var waited = false
             while true {
