@@ -190,6 +190,9 @@ struct MailCommand: AsyncParsableCommand {
             let messages = try messenger.messages(limit: limit)
             if messages.isEmpty { print("No messages.") }
             for message in messages { print(line(message)) }
+            for (fingerprint, count) in try messenger.heldSenders() {
+                print("\(count) message(s) held from identity \(fingerprint), not a contact yet: add their invite with `raha mail add` to read them")
+            }
             let (queued, lastError) = try messenger.store.queueSummary()
             if queued > 0 { print("\(queued) mail(s) waiting to be sent" + (lastError.map { ": \($0)" } ?? "")) }
         }

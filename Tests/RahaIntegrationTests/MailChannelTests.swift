@@ -140,6 +140,30 @@ extension RahaIntegration {
             }
         }
 
+        @Test("A message from someone not yet a contact is held, named by fingerprint, and delivered (and acknowledged) once they are added")
+        func strangersAreHeldUntilAdded() async throws {
+            let servers = try MailServers()
+            defer { servers.stop() }
+            let alice = try Self.messenger("alice@domestic.test", servers: servers)
+            let bob = try Self.messenger("bob@outside.test", servers: servers)
+            try alice.addContact(bob.invite, name: "bob")
+            try alice.send("salam, it is Alice", to: "bob")
+            _ = try await alice.sendDue()
+            for _ in 0..<24 where try bob.heldSenders().isEmpty {
+                #expect(try await bob.receive(waitingUpTo: .seconds(5)).isEmpty, "nothing shows from a stranger")
+            }
+            #expect(try bob.heldSenders().map(\.fingerprint) == [alice.identity.publicIdentity.fingerprint])
+            #expect(try bob.messages().isEmpty)
+            try bob.addContact(alice.invite, name: "alice")
+            #expect(try bob.messages().map(\.body) == ["salam, it is Alice"])
+            #expect(try bob.heldSenders().isEmpty)
+            _ = try await bob.sendDue()
+            for _ in 0..<24 where try alice.messages().first?.state != .delivered {
+                _ = try await alice.receive(waitingUpTo: .seconds(5))
+            }
+            #expect(try alice.messages().first?.state == .delivered)
+        }
+
         @Test("Messages ride the DNS tunnel: Alice's courier reaches the mail servers only through raha connect, whose one key is a dns:// key through unbound to raha bridge; Bob's reply comes back the same way")
         func messagingOverTheDNSTunnel() async throws {
             let servers = try MailServers()

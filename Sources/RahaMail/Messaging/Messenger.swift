@@ -164,8 +164,21 @@ public final class Messenger: @unchecked Sendable {
             }
             try db.execute(sql: "INSERT INTO contacts (name, address, identity, added) VALUES (?, ?, ?, ?)",
                            arguments: [contact.name, contact.address, Data(contact.identity.bytes), Date().timeIntervalSince1970])
+            // What they sent before you added them is delivered now.
+            let held = try Data.fetchAll(db, sql: "SELECT envelope FROM held WHERE identity = ? ORDER BY rowid", arguments: [Data(contact.identity.bytes)])
+            try db.execute(sql: "DELETE FROM held WHERE identity = ?", arguments: [Data(contact.identity.bytes)])
+            for envelope in held { _ = try? deliver(db, Array(envelope)) }
         }
         return contact
+    }
+
+    /// Envelopes from identities that are not contacts yet, by fingerprint.
+    public func heldSenders() throws -> [(fingerprint: String, count: Int)] {
+        try store.database.read { db in
+            try Row.fetchAll(db, sql: "SELECT identity, COUNT(*) AS n FROM held GROUP BY identity").compactMap { row in
+                (try? PublicIdentity(bytes: Array(row["identity"] as Data))).map { ($0.fingerprint, row["n"] as Int) }
+            }
+        }
     }
 
     public func contacts() throws -> [Contact] {
@@ -289,10 +302,17 @@ public final class Messenger: @unchecked Sendable {
     }
 
     /// Opens an envelope and acts on it, inside the store's transaction.
-    private func deliver(_ db: Database, _ envelope: [UInt8]) throws -> [MessageRecord] {
+    func deliver(_ db: Database, _ envelope: [UInt8]) throws -> [MessageRecord] {
         let (sender, bytes) = try Envelope.open(envelope, with: identity, maxSize: Self.maximumEnvelopeSize)
         guard let contact = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE identity = ?", arguments: [Data(sender.bytes)]).first else {
-            throw MailError(.permanent, "an envelope from an identity that is not a contact (\(sender.fingerprint))")
+            // Someone who added your invite before you added theirs: kept (at
+            // most 100 from strangers) until you add them, then delivered.
+            guard try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM held") ?? 0 < 100 else {
+                throw MailError(.permanent, "an envelope from an identity that is not a contact (\(sender.fingerprint)), with 100 already held")
+            }
+            try db.execute(sql: "INSERT INTO held (identity, envelope, received) VALUES (?, ?, ?)",
+                           arguments: [Data(sender.bytes), Data(envelope), Date().timeIntervalSince1970])
+            return []
         }
         let payload = try JSONDecoder().decode(Payload.self, from: Data(bytes))
         let now = Date()

@@ -73,6 +73,9 @@ public final class MailStore: @unchecked Sendable {
                 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """)
         }
+        migrator.registerMigration("v3 held") { db in
+            try db.execute(sql: "CREATE TABLE held (identity BLOB NOT NULL, envelope BLOB NOT NULL, received REAL NOT NULL)")
+        }
         try migrator.migrate(database)
     }
 
