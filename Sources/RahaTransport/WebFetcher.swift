@@ -33,6 +33,11 @@ public struct WebFetcher: Sendable {
     /// The body of a 2xx answer to GET `url`. Throws a `WireError` whose
     /// sentence starts with the redacted address.
     public func get(_ url: WebURL, group: EventLoopGroup) async throws -> [UInt8] {
+        try await getWithType(url, group: group).body
+    }
+
+    /// The body of a 2xx answer and its Content-Type (for the charset).
+    public func getWithType(_ url: WebURL, group: EventLoopGroup) async throws -> (body: [UInt8], contentType: String?) {
         var current = url
         var redirects = 0
         let deadline = NIODeadline.now() + self.deadline
@@ -55,7 +60,7 @@ public struct WebFetcher: Sendable {
             }
             switch response.status {
             case 200..<300:
-                return response.body
+                return (response.body, response.contentType)
             case 301, 302, 303, 307, 308:
                 guard let location = response.location else {
                     throw WireError(.refused, "\(what) \(current.redacted): HTTP \(response.status) without a Location")

@@ -64,11 +64,11 @@ struct GatewayCommand: AsyncParsableCommand {
 
 /// Fetches a page directly (HTTP or HTTPS, redirects followed, at most
 /// `limit` bytes), only from addresses `allowing` accepts when it is given.
-func fetchPage(_ url: URL, limit: Int, allowing: (@Sendable (SocketAddress) -> Bool)? = nil) async throws -> [UInt8] {
+func fetchPage(_ url: URL, limit: Int, allowing: (@Sendable (SocketAddress) -> Bool)? = nil) async throws -> (body: [UInt8], contentType: String?) {
     var fetcher = WebFetcher(deadline: .seconds(30), maxBodyBytes: limit, maxRedirects: 5)
     fetcher.what = "page"
     fetcher.addressFilter = allowing
-    return try await fetcher.get(try WebURL(parsing: url.absoluteString), group: MultiThreadedEventLoopGroup.singleton)
+    return try await fetcher.getWithType(try WebURL(parsing: url.absoluteString), group: MultiThreadedEventLoopGroup.singleton)
 }
 
 /// `raha browse URL` or `raha browse N`: a page through the gateway, over mail.

@@ -30,10 +30,11 @@ struct TextCommand: AsyncParsableCommand {
 
     func run() async throws {
         let bytes: [UInt8]
+        var contentType: String?
         var url: URL?
         if source.hasPrefix("http://") || source.hasPrefix("https://") {
             guard let parsed = URL(string: source) else { throw UsageFailure("\(source) is not a URL") }
-            do { bytes = try await fetchPage(parsed, limit: 8 << 20) } catch { throw UsageFailure("\(error)") }
+            do { (bytes, contentType) = try await fetchPage(parsed, limit: 8 << 20) } catch { throw UsageFailure("\(error)") }
             url = parsed
         } else {
             guard let data = FileManager.default.contents(atPath: source) else {
@@ -46,7 +47,7 @@ struct TextCommand: AsyncParsableCommand {
             guard let parsed = URL(string: base), parsed.scheme != nil else { throw UsageFailure("--base \(base) is not an absolute URL") }
             url = parsed
         }
-        let html = Charset.decode(bytes)
+        let html = Charset.decode(bytes, contentType: contentType)
         let page = whole ? Reader.wholePage(html: html, url: url) : Reader.read(html: html, url: url)
         print(page.text, terminator: "")
     }

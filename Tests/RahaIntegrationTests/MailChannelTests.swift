@@ -140,6 +140,23 @@ extension RahaIntegration {
             }
         }
 
+        @Test("With a server that offers no IDLE the courier polls: the message still arrives while the receiver waits")
+        func pollingWithoutIdle() async throws {
+            let servers = try MailServers(idle: false)
+            defer { servers.stop() }
+            let alice = try Self.messenger("alice@domestic.test", servers: servers)
+            let bob = try Self.messenger("bob@outside.test", servers: servers)
+            try alice.addContact(bob.invite, name: "bob")
+            try bob.addContact(alice.invite, name: "alice")
+            try await IMAPSession.withSession(server: bob.account.imap, user: "bob@outside.test", password: servers.accounts["bob@outside.test"]!) { session in
+                #expect(!session.capabilities.contains("IDLE"), "\(session.capabilities)")
+            }
+            try alice.send("polled", to: "bob")
+            _ = try await alice.sendDue()
+            let arrived = try await Self.receive(1, bob, servers: servers)
+            #expect(arrived.map(\.body) == ["polled"])
+        }
+
         @Test("A message from someone not yet a contact is held, named by fingerprint, and delivered (and acknowledged) once they are added")
         func strangersAreHeldUntilAdded() async throws {
             let servers = try MailServers()
@@ -357,6 +374,28 @@ extension RahaIntegration {
             } catch let error as WireError {
                 #expect(error.reason.contains("its address is private or local"), "\(error)")
             }
+        }
+
+        @Test("raha text against lynx -dump -nolist, the reference rendering: of the article lynx shows, raha keeps at least 95% of the words, and none of the furniture lynx shows too", arguments: ["news-article", "wiki-page", "heavy-scripts"])
+        func textAgainstLynx(_ name: String) throws {
+            let file = Paths.packageRoot.appendingPathComponent("Tests/RahaTextTests/Pages/\(name).html").path
+            let lynx = try runCommand("lynx", try Paths.tool("lynx", package: "lynx"),
+                                      ["-dump", "-nolist", "-force_html", "-assume_charset=utf-8", "-display_charset=utf-8", file])
+            let ours = try runCommand("raha text", try Paths.rahaBinary(), ["text", file])
+            #expect(lynx.status == 0 && ours.status == 0, "\(lynx.output)\n\(ours.output)")
+            let reference = lynx.stdoutText
+            let start = try #require(reference.range(of: "ARTICLE-START")), end = try #require(reference.range(of: "ARTICLE-END"))
+            let article = reference[start.lowerBound..<end.upperBound].split(separator: "\n").filter { !$0.contains("FURNITURE-") }.joined(separator: " ")
+            let wanted = article.split { !$0.isLetter && !$0.isNumber }.map { $0.lowercased() }
+            var pool: [String: Int] = [:]
+            for word in ours.stdoutText.split(whereSeparator: { !$0.isLetter && !$0.isNumber }) { pool[word.lowercased(), default: 0] += 1 }
+            let found = wanted.filter { word in
+                guard (pool[word] ?? 0) > 0 else { return false }
+                pool[word]! -= 1
+                return true
+            }.count
+            #expect(Double(found) >= 0.95 * Double(wanted.count), "\(name): \(found) of \(wanted.count) words\n\(ours.stdoutText)")
+            #expect(reference.contains("FURNITURE-") && !ours.stdoutText.contains("FURNITURE-"))
         }
 
         @Test("IMAP with STARTTLS: IDLE wakes on new mail; wrong passwords are refused with a message that says so, for SMTP and IMAP")

@@ -198,6 +198,8 @@ import Testing
         }
         let redirect = try #require(try read(["HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n"]))
         #expect(redirect.status == 302 && redirect.location == "/next")
+        let typed = try #require(try read(["HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=windows-1256\r\nContent-Length: 0\r\n\r\n"]))
+        #expect(typed.contentType == "text/html; charset=windows-1256")
     }
 
     @Test func capsBodiesAndRefusesTruncation() {

@@ -101,12 +101,18 @@ public final class IMAPSession {
         _ = try await command(capabilities.contains("UIDPLUS") ? "UID EXPUNGE \(set)" : "EXPUNGE")
     }
 
-    /// Waits for new mail in the selected mailbox: with IDLE up to `timeout`
-    /// (true when the server announced a new message), or, without IDLE, a
-    /// NOOP after no wait at all (the caller polls at its own pace).
-    public func waitForMail(timeout: TimeAmount) async throws -> Bool {
+    /// Waits up to `timeout` for new mail in the selected mailbox: true when
+    /// the server announced a new message. With IDLE the server says so at
+    /// once; without it, a NOOP every `pollInterval` asks.
+    public func waitForMail(timeout: TimeAmount, pollInterval: TimeAmount = .seconds(2)) async throws -> Bool {
         guard capabilities.contains("IDLE") else {
-            return try await command("NOOP").contains { $0.data.count == 2 && $0.data[1].keyword == "EXISTS" }
+            let deadline = NIODeadline.now() + timeout
+            while true {
+                if try await command("NOOP").contains(where: { $0.data.count == 2 && $0.data[1].keyword == "EXISTS" }) { return true }
+                let left = deadline - .now()
+                guard left > .zero else { return false }
+                try await Task.sleep(nanoseconds: UInt64(min(left, pollInterval).nanoseconds))
+            }
         }
         let tag = nextTag()
         try await socket.write(Array("\(tag) IDLE\r\n".utf8))

@@ -108,7 +108,7 @@ extension Messenger {
     /// page is fetched again, never answered twice.
     @discardableResult
     public func servePendingRequests(policy: GatewayPolicy, now: Date = Date(),
-                                     fetch: (URL, Int) async throws -> [UInt8]) async throws -> Int {
+                                     fetch: (URL, Int) async throws -> (body: [UInt8], contentType: String?)) async throws -> Int {
         let pending = try await store.database.read { db in
             try Row.fetchAll(db, sql: "SELECT id, contact, url FROM page_requests WHERE incoming = 1 AND state = 'pending' ORDER BY created")
                 .map { (id: $0["id"] as String, contact: $0["contact"] as String, url: $0["url"] as String) }
@@ -127,7 +127,8 @@ extension Messenger {
             } else {
                 do {
                     let url = URL(string: request.url)!
-                    let html = Charset.decode(try await fetch(url, policy.maximumPageBytes))
+                    let fetched = try await fetch(url, policy.maximumPageBytes)
+                    let html = Charset.decode(fetched.body, contentType: fetched.contentType)
                     let page = Reader.read(html: html, url: url)
                     var body = page.body
                     if body.utf8.count > policy.maximumTextBytes {

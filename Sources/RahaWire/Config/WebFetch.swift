@@ -107,6 +107,7 @@ public struct WebResponseReader: Sendable {
         public var status: Int
         public var location: String?
         public var body: [UInt8]
+        public var contentType: String? = nil
     }
 
     public let maxBodyBytes: Int
@@ -159,7 +160,7 @@ public struct WebResponseReader: Sendable {
             body = Array(framed.readableBytesView)
         }
         guard body.count <= maxBodyBytes else { throw tooLarge }
-        return Response(status: head.status, location: head.value(of: "Location"), body: body)
+        return Response(status: head.status, location: head.value(of: "Location"), body: body, contentType: head.value(of: "Content-Type"))
     }
 
     /// Decodes a chunked body that `HTTPBodyFramer` has already checked.

@@ -34,7 +34,8 @@ final class MailServers {
     /// Accounts, with their passwords.
     let accounts = ["alice@domestic.test": "alice-secret", "bob@outside.test": "bob-secret", "gateway@outside.test": "gateway-secret"]
 
-    init() throws {
+    /// With `idle: false` Dovecot does not offer IDLE after login, so clients must poll.
+    init(idle: Bool = true) throws {
         directory = try Paths.temporaryDirectory("mail")
         ProcessRegistry.shared.removeAtExit(directory.path)
         certificate = try TestCertificate.make(for: Self.certificateName)
@@ -75,6 +76,7 @@ final class MailServers {
         }
         mail_location = maildir:\(mailRoot)/%d/%n
         first_valid_uid = 1
+        \(idle ? "" : "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE UIDPLUS")
         service imap-login {
           inet_listener imap {
             address = 127.0.0.1
