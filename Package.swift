@@ -79,7 +79,7 @@ let package = Package(
         ),
         // libqrencode from Debian (libqrencode-dev) for terminal QR codes.
         .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
-        .target(name: "RahaQR", dependencies: ["CQREncode"]),
+        .target(name: "RahaQR", dependencies: ["CQREncode", "CZlib"]),
         .executableTarget(
             name: "raha",
             dependencies: [

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import RahaBridge
 import RahaMail
+import RahaQR
 import RahaWire
 
 /// `raha mail …`: end-to-end encrypted messaging carried by ordinary mail.
@@ -112,6 +113,7 @@ struct MailCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print your invite (text and QR) for a contact to add.")
         @Option(help: "The name your contact sees for you.") var name: String?
         @Flag(help: "Print only the text, no QR code.") var noQR = false
+        @Option(help: "Also write the QR code to this PNG file (to send as a picture).") var png: String?
         @OptionGroup var location: Location
 
         func run() throws {
@@ -120,6 +122,12 @@ struct MailCommand: AsyncParsableCommand {
             invite.name = name
             print("Identity \(messenger.identity.publicIdentity.fingerprint)")
             printAccessKey(invite.text, qr: !noQR)
+            if let png {
+                do {
+                    try Data(try QRCode(invite.text).png()).write(to: URL(fileURLWithPath: png))
+                } catch { throw UsageFailure("--png \(png): \(error)") }
+                print("QR code written to \(png)")
+            }
         }
     }
 

@@ -258,8 +258,12 @@ extension RahaIntegration {
                 #expect(setup.contains("Mail account \(address) saved"), "\(setup)")
                 let mode = try FileManager.default.attributesOfItem(atPath: directory.path + "/mail/account.json")[.posixPermissions] as? Int
                 #expect(mode == 0o600, "the account file holds a password")
-                let invite = try mail(["invite", "--no-qr", "--name", who], data: directory.path)
+                let png = directory.appendingPathComponent("invite.png").path
+                let invite = try mail(["invite", "--no-qr", "--name", who, "--png", png], data: directory.path)
                 invites[who] = try #require(invite.split(separator: "\n").first { $0.hasPrefix("raha-invite://") }.map(String.init))
+                // The PNG is the same invite, as a phone's scanner reads it.
+                let scanned = try runCommand("zbarimg", try Paths.tool("zbarimg", package: "zbar-tools"), ["--raw", "-q", png])
+                #expect(scanned.stdoutText.trimmingCharacters(in: .newlines) == invites[who], "\(scanned.output)")
             }
             try mail(["add", invites[second.name]!], data: data[first.name]!)
             try mail(["add", invites[first.name]!], data: data[second.name]!)
