@@ -24,14 +24,14 @@ public enum MailFormat {
     /// The mail carrying `chunk`. Header texts are encoded (RFC 2047) when
     /// they are not plain ASCII; the body part is UTF-8 in base64 then.
     public static func compose(chunk: [UInt8], from: String, to: String, disguise: MailDisguise, date: Date = Date()) -> [UInt8] {
-        let boundary = "=_" + hex(SecureRandom.bytes(12))
+        let boundary = "=_" + Hex.encode(SecureRandom.bytes(12))
         let domain = from.split(separator: "@").last.map(String.init) ?? "localhost"
         var lines = [
             "From: \(from)",
             "To: \(to)",
             "Subject: \(encodedWord(disguise.subject))",
             "Date: \(rfc5322Date(date))",
-            "Message-ID: <\(hex(SecureRandom.bytes(16)))@\(domain)>",
+            "Message-ID: <\(Hex.encode(SecureRandom.bytes(16)))@\(domain)>",
             "MIME-Version: 1.0",
             "Content-Type: multipart/mixed; boundary=\"\(boundary)\"",
             "",
@@ -168,10 +168,6 @@ public enum MailFormat {
         return stride(from: 0, to: characters.count, by: 76).map {
             String(decoding: characters[$0..<min($0 + 76, characters.count)], as: UTF8.self)
         }
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// "Sat, 21 Nov 2026 17:31:11 +0000"

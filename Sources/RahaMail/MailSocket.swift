@@ -44,14 +44,7 @@ public struct MailServer: Codable, Hashable, Sendable {
 
     /// 32 bytes from 64 hex digits (colons allowed), or nil.
     public static func bytes(hex: String) -> [UInt8]? {
-        let digits = Array(hex.lowercased().utf8).filter { $0 != UInt8(ascii: ":") }
-        guard digits.count == 64 else { return nil }
-        var out: [UInt8] = []
-        for index in stride(from: 0, to: 64, by: 2) {
-            guard let value = UInt8(String(decoding: digits[index..<(index + 2)], as: UTF8.self), radix: 16) else { return nil }
-            out.append(value)
-        }
-        return out
+        Hex.decode(hex.filter { $0 != ":" }).flatMap { $0.count == 32 ? $0 : nil }
     }
 
     var proxyAddress: (host: String, port: Int)? {

@@ -197,7 +197,7 @@ public final class Messenger: @unchecked Sendable {
     /// Seals `text` to the contact and queues its mails; the message is `queued` until the server takes them.
     @discardableResult
     public func send(_ text: String, to contactName: String, now: Date = Date()) throws -> String {
-        let id = MailFormat.hex(SecureRandom.bytes(16))
+        let id = Hex.encode(SecureRandom.bytes(16))
         try store.database.write { db in
             guard let contact = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [contactName]).first else {
                 let names = try String.fetchAll(db, sql: "SELECT name FROM contacts ORDER BY name")

@@ -41,7 +41,7 @@ extension Messenger {
     /// Asks the gateway contact for `url`; the answer comes back as a page (see `page(for:)`).
     @discardableResult
     public func requestPage(_ url: String, via gatewayName: String, now: Date = Date()) throws -> String {
-        let id = MailFormat.hex(SecureRandom.bytes(16))
+        let id = Hex.encode(SecureRandom.bytes(16))
         try store.database.write { db in
             guard let gateway = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [gatewayName]).first else {
                 throw MailError(.permanent, "no contact named \"\(gatewayName)\": add the gateway's invite with `raha mail add INVITE --name \(gatewayName)`")

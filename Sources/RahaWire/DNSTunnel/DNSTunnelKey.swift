@@ -179,15 +179,7 @@ public struct DNSTunnelKey: Hashable, Sendable {
     }
 
     static func decodePublicKey(_ text: String) -> [UInt8]? {
-        if text.utf8.count == 64 {
-            var out: [UInt8] = []
-            var iterator = text.utf8.makeIterator()
-            while let a = iterator.next() {
-                guard let b = iterator.next(), let high = URIText.hexValue(a), let low = URIText.hexValue(b) else { return nil }
-                out.append(high << 4 | low)
-            }
-            return out
-        }
+        if text.utf8.count == 64 { return Hex.decode(text) }
         let symbols = text.utf8
         guard symbols.count == 43 || (symbols.count == 44 && text.hasSuffix("=")),
               let bytes = Base64.decode(text), bytes.count == 32 else { return nil }

@@ -129,7 +129,7 @@ public struct TrojanKey: Hashable, Sendable {
         var pin: [UInt8]?
         if let text = parameters["pin"], !text.isEmpty {
             let digits = text.lowercased().filter { $0 != ":" }
-            guard digits.count == 64, let bytes = Self.hexBytes(digits) else {
+            guard digits.count == 64, let bytes = Hex.decode(digits) else {
                 throw WireError.badKey("pin= must be the certificate's SHA-256 in hex (64 digits, colons allowed)")
             }
             pin = bytes
@@ -165,7 +165,7 @@ public struct TrojanKey: Hashable, Sendable {
         }
         if !alpn.isEmpty { query.append(("alpn", alpn.joined(separator: ","))) }
         if allowInsecure { query.append(("allowInsecure", "1")) }
-        if let pin = pinnedCertificateSHA256 { query.append(("pin", pin.map { String($0, radix: 16).leftPadded(2) }.joined())) }
+        if let pin = pinnedCertificateSHA256 { query.append(("pin", Hex.encode(pin))) }
         if let fragment { query.append(("fragment", "\(fragment.lowerBound)-\(fragment.upperBound)")) }
         if mux { query.append(("mux", "1")) }
         out += "?" + query.map { "\($0.0)=\(URIText.percentEncode(Array($0.1.utf8), keeping: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ",") }))" }.joined(separator: "&")
@@ -181,18 +181,4 @@ public struct TrojanKey: Hashable, Sendable {
         // Cannot throw: the password is non-empty and the path starts with "/".
         return try! TrojanKey(password: password, server: server, transport: transport, sni: sni, tag: tag)
     }
-
-    private static func hexBytes(_ digits: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        var iterator = digits.utf8.makeIterator()
-        while let a = iterator.next() {
-            guard let b = iterator.next(), let hi = URIText.hexValue(a), let lo = URIText.hexValue(b) else { return nil }
-            out.append(hi << 4 | lo)
-        }
-        return out
-    }
-}
-
-private extension String {
-    func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
