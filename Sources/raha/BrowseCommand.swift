@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import NIOPosix
-import RahaBridge
 import RahaMail
 import RahaTransport
 import RahaWire

@@ -1,7 +1,6 @@
 import Foundation
 import NIOCore
 import NIOPosix
-import RahaBridge
 import RahaMail
 import RahaTransport
 import RahaWire
@@ -371,7 +370,7 @@ extension RahaIntegration {
                     "\(text.output)")
             var fetcher = WebFetcher(maxBodyBytes: 1 << 20)
             fetcher.what = "page"
-            fetcher.addressFilter = { RahaBridge.ExitPolicy(allowPrivate: false).allows($0) }
+            fetcher.addressFilter = { RahaWire.ExitPolicy(allowPrivate: false).allows($0) }
             do {
                 _ = try await fetcher.get(try WebURL(parsing: "http://localhost:\(origin.port)/wiki-page.html"), group: MultiThreadedEventLoopGroup.singleton)
                 Issue.record("fetched a page from loopback")

@@ -157,7 +157,8 @@ extension Messenger {
     }
 
     /// Why a URL is not fetched, or nil: only http and https, and (unless
-    /// allowed) not to loopback, private or link-local addresses given literally.
+    /// allowed) not to an address `ExitPolicy` refuses, given literally, or
+    /// localhost. Names are checked after resolution, by the fetcher's address filter.
     static func refusal(of text: String, allowPrivate: Bool) -> String? {
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
               let host = url.host, !host.isEmpty else {
@@ -167,31 +168,13 @@ extension Messenger {
         let lowered = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         if lowered == "localhost" || lowered.hasSuffix(".localhost") { return "the gateway does not fetch its own machine's pages" }
         if let endpoint = try? Endpoint(parsing: lowered, defaultPort: 80) {
-            switch endpoint.host {
-            case .ipv4(let b):
-                if Self.isPrivate(ipv4: b) { return "the gateway does not fetch private or local addresses" }
-            case .ipv6(let b):
-                let mapped = b[0..<10].allSatisfy { $0 == 0 } && b[10] == 0xFF && b[11] == 0xFF
-                let loopbackOrAny = b[0..<15].allSatisfy { $0 == 0 } && b[15] <= 1
-                let local = (b[0] & 0xFE) == 0xFC || (b[0] == 0xFE && (b[1] & 0xC0) == 0x80)
-                if loopbackOrAny || local || (mapped && Self.isPrivate(ipv4: Array(b[12..<16]))) {
-                    return "the gateway does not fetch private or local addresses"
-                }
-            case .domain:
-                break
+            let isPublic = switch endpoint.host {
+            case .ipv4(let b): ExitPolicy.isPublicIPv4(UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3]))
+            case .ipv6(let b): ExitPolicy.isPublicIPv6(b)
+            case .domain: true
             }
+            if !isPublic { return "the gateway does not fetch private or local addresses" }
         }
         return nil
-    }
-
-    static func isPrivate(ipv4 b: [UInt8]) -> Bool {
-        switch b[0] {
-        case 0, 10, 127: return true
-        case 172: return (16...31).contains(b[1])
-        case 192: return b[1] == 168
-        case 169: return b[1] == 254
-        case 100: return (64...127).contains(b[1])
-        default: return false
-        }
     }
 }

@@ -1,9 +1,9 @@
 import NIOCore
 import RahaWire
 
-/// Which destinations a bridge will connect to.
+/// Which destinations a bridge (or a page gateway) will connect to.
 ///
-/// A bridge is not an open door into its own network: loopback, private,
+/// Neither is an open door into its own network: loopback, private,
 /// link-local, unique-local, multicast and unspecified addresses (and their
 /// IPv4-mapped and IPv4-compatible IPv6 forms) are refused unless
 /// `allowPrivate` is set. Domains are checked after resolution, so a name
