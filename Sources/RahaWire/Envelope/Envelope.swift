@@ -89,18 +89,25 @@ public enum Envelope {
     /// Bytes an envelope adds to the compressed payload.
     public static let overhead = 1 + 32 + PublicIdentity.length + 64 + 16
 
+    /// HKDF-SHA256 of the X25519 result, salted with both public keys.
+    static func symmetricKey(_ shared: SharedSecret, ephemeral: [UInt8], recipient: [UInt8]) -> SymmetricKey {
+        shared.hkdfDerivedSymmetricKey(using: SHA256.self, salt: ephemeral + recipient, sharedInfo: label, outputByteCount: 32)
+    }
+
+    /// Each key seals one envelope only (the ephemeral key is fresh), so the nonce can be zero.
+    static let nonce = try! ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12))
+
     public static func seal(_ payload: [UInt8], from sender: EnvelopeIdentity, to recipient: PublicIdentity) throws -> [UInt8] {
         let ephemeral = Curve25519.KeyAgreement.PrivateKey()
         let ephemeralPublic = Array(ephemeral.publicKey.rawRepresentation)
         let recipientKey = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: recipient.agreementKey)
-        let shared = try ephemeral.sharedSecretFromKeyAgreement(with: recipientKey)
-        let key = shared.hkdfDerivedSymmetricKey(using: SHA256.self, salt: ephemeralPublic + recipient.agreementKey,
-                                                 sharedInfo: label, outputByteCount: 32)
+        let key = symmetricKey(try ephemeral.sharedSecretFromKeyAgreement(with: recipientKey),
+                               ephemeral: ephemeralPublic, recipient: recipient.agreementKey)
         let compressed = Deflate.deflate(payload)
         let signature = try sender.signing.signature(for: label + ephemeralPublic + recipient.bytes + compressed)
         let inner = sender.publicIdentity.bytes + Array(signature) + compressed
         let header = [version] + ephemeralPublic
-        let box = try ChaChaPoly.seal(inner, using: key, nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)),
+        let box = try ChaChaPoly.seal(inner, using: key, nonce: nonce,
                                       authenticating: header)
         return header + Array(box.ciphertext) + Array(box.tag)
     }
@@ -121,10 +128,9 @@ public enum Envelope {
         do {
             let ephemeral = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: ephemeralPublic)
             let own = identity.publicIdentity
-            let shared = try identity.agreement.sharedSecretFromKeyAgreement(with: ephemeral)
-            let key = shared.hkdfDerivedSymmetricKey(using: SHA256.self, salt: ephemeralPublic + own.agreementKey,
-                                                     sharedInfo: label, outputByteCount: 32)
-            let box = try ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)),
+            let key = symmetricKey(try identity.agreement.sharedSecretFromKeyAgreement(with: ephemeral),
+                                   ephemeral: ephemeralPublic, recipient: own.agreementKey)
+            let box = try ChaChaPoly.SealedBox(nonce: nonce,
                                                ciphertext: envelope[33..<(envelope.count - 16)], tag: envelope[(envelope.count - 16)...])
             inner = Array(try ChaChaPoly.open(box, using: key, authenticating: envelope[0..<33]))
         } catch {
