@@ -49,36 +49,46 @@ public enum Reader {
 
     /// The readable page of `html`, with links resolved against `url`.
     public static func read(html: String, url: URL?) -> ReadablePage {
-        let document = HTMLParser.parse(html)
-        let all = document.descendants
-        let base = all.first { $0.tag == "base" }?.attributes["href"].flatMap { URL(string: $0, relativeTo: url) } ?? url
-        let title = pageTitle(all)
-        let body = all.first { $0.tag == "body" } ?? document
-        removeFurniture(in: body)
-        var renderer = TextRenderer(base: base)
-        if let article = mainContent(of: body) {
-            cleanConditionally(article)
-            renderer.render(article)
-            var page = renderer.finish(title: title)
-            page.isArticle = true
-            // The article's own first heading repeats the title: keep one.
-            if page.body.hasPrefix("# " + title + "\n") || page.body == "# " + title {
-                page.body = String(page.body.dropFirst(2 + title.count)).trimmingCharacters(in: .newlines)
-            }
-            return page
+        let page = Page(html: html, url: url)
+        removeFurniture(in: page.body)
+        var renderer = TextRenderer(base: page.base)
+        guard let article = mainContent(of: page.body) else {
+            renderer.render(page.body)
+            return renderer.finish(title: page.title)
         }
-        renderer.render(body)
-        return renderer.finish(title: title)
+        cleanConditionally(article)
+        renderer.render(article)
+        var readable = renderer.finish(title: page.title)
+        readable.isArticle = true
+        // The article's own first heading repeats the title: keep one.
+        let title = page.title
+        if readable.body.hasPrefix("# " + title + "\n") || readable.body == "# " + title {
+            readable.body = String(readable.body.dropFirst(2 + title.count)).trimmingCharacters(in: .newlines)
+        }
+        return readable
     }
 
     /// Every visible text of the page (scripts, styles and hidden elements dropped), links numbered.
     public static func wholePage(html: String, url: URL?) -> ReadablePage {
-        let document = HTMLParser.parse(html)
-        let all = document.descendants
-        let base = all.first { $0.tag == "base" }?.attributes["href"].flatMap { URL(string: $0, relativeTo: url) } ?? url
-        var renderer = TextRenderer(base: base)
-        renderer.render(all.first { $0.tag == "body" } ?? document)
-        return renderer.finish(title: pageTitle(all))
+        let page = Page(html: html, url: url)
+        var renderer = TextRenderer(base: page.base)
+        renderer.render(page.body)
+        return renderer.finish(title: page.title)
+    }
+
+    /// A parsed page: its body (or the whole document), the base for links and the title.
+    struct Page {
+        let body: HTMLNode
+        let base: URL?
+        let title: String
+
+        init(html: String, url: URL?) {
+            let document = HTMLParser.parse(html)
+            let all = document.descendants
+            body = all.first { $0.tag == "body" } ?? document
+            base = all.first { $0.tag == "base" }?.attributes["href"].flatMap { URL(string: $0, relativeTo: url) } ?? url
+            title = Reader.pageTitle(all)
+        }
     }
 
     static func pageTitle(_ nodes: [HTMLNode]) -> String {
