@@ -172,8 +172,7 @@ public final class MailStore: @unchecked Sendable {
     public func receive(_ chunk: EnvelopeChunk, uid: UInt64, uidValidity: UInt64, maximumEnvelopeSize: Int, now: Date,
                         deliver: (Database, [UInt8]) throws -> Void) throws -> ChunkOutcome {
         try database.write { db in
-            try db.execute(sql: "INSERT INTO mailbox (uid_validity, last_uid) VALUES (?, ?) ON CONFLICT(uid_validity) DO UPDATE SET last_uid = max(last_uid, excluded.last_uid)",
-                           arguments: [Int64(uidValidity), Int64(uid)])
+            try Self.markRead(db, uid: uid, uidValidity: uidValidity)
             try db.execute(sql: "INSERT OR IGNORE INTO pending_deletes (uid_validity, uid) VALUES (?, ?)", arguments: [Int64(uidValidity), Int64(uid)])
             let id = Data(chunk.id)
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM envelopes_done WHERE envelope_id = ?", arguments: [id]) ?? false {
@@ -212,10 +211,13 @@ public final class MailStore: @unchecked Sendable {
 
     /// Marks a mail that is not the courier's as read, so it is not fetched again.
     public func skip(uid: UInt64, uidValidity: UInt64) throws {
-        try database.write { db in
-            try db.execute(sql: "INSERT INTO mailbox (uid_validity, last_uid) VALUES (?, ?) ON CONFLICT(uid_validity) DO UPDATE SET last_uid = max(last_uid, excluded.last_uid)",
-                           arguments: [Int64(uidValidity), Int64(uid)])
-        }
+        try database.write { db in try Self.markRead(db, uid: uid, uidValidity: uidValidity) }
+    }
+
+    /// Moves the mailbox's read mark up to `uid` (never down).
+    private static func markRead(_ db: Database, uid: UInt64, uidValidity: UInt64) throws {
+        try db.execute(sql: "INSERT INTO mailbox (uid_validity, last_uid) VALUES (?, ?) ON CONFLICT(uid_validity) DO UPDATE SET last_uid = max(last_uid, excluded.last_uid)",
+                       arguments: [Int64(uidValidity), Int64(uid)])
     }
 
     /// Mails whose chunks are stored and may be deleted from the server.
