@@ -159,7 +159,7 @@ public final class Messenger: @unchecked Sendable {
             if let existing = try String.fetchOne(db, sql: "SELECT name FROM contacts WHERE identity = ?", arguments: [Data(contact.identity.bytes)]) {
                 throw MailError(.permanent, "that identity is already your contact \"\(existing)\"")
             }
-            if try String.fetchOne(db, sql: "SELECT name FROM contacts WHERE name = ?", arguments: [contact.name]) != nil {
+            if try Self.contact(db, named: contact.name) != nil {
                 throw MailError(.permanent, "you already have a contact named \"\(contact.name)\": give another with --name")
             }
             try db.execute(sql: "INSERT INTO contacts (name, address, identity, added) VALUES (?, ?, ?, ?)",
@@ -185,6 +185,10 @@ public final class Messenger: @unchecked Sendable {
         try store.database.read { db in try Self.contacts(db, sql: "SELECT * FROM contacts ORDER BY name") }
     }
 
+    static func contact(_ db: Database, named name: String) throws -> Contact? {
+        try contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [name]).first
+    }
+
     static func contacts(_ db: Database, sql: String, arguments: StatementArguments = []) throws -> [Contact] {
         try Row.fetchAll(db, sql: sql, arguments: arguments).compactMap { row in
             guard let identity = try? PublicIdentity(bytes: Array(row["identity"] as Data)) else { return nil }
@@ -199,7 +203,7 @@ public final class Messenger: @unchecked Sendable {
     public func send(_ text: String, to contactName: String, now: Date = Date()) throws -> String {
         let id = Hex.encode(SecureRandom.bytes(16))
         try store.database.write { db in
-            guard let contact = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [contactName]).first else {
+            guard let contact = try Self.contact(db, named: contactName) else {
                 let names = try String.fetchAll(db, sql: "SELECT name FROM contacts ORDER BY name")
                 throw MailError(.permanent, "no contact named \"\(contactName)\"" + (names.isEmpty ? ": add one with `raha mail add INVITE`" : "; contacts: " + names.joined(separator: ", ")))
             }

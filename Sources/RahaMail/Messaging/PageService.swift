@@ -43,7 +43,7 @@ extension Messenger {
     public func requestPage(_ url: String, via gatewayName: String, now: Date = Date()) throws -> String {
         let id = Hex.encode(SecureRandom.bytes(16))
         try store.database.write { db in
-            guard let gateway = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [gatewayName]).first else {
+            guard let gateway = try Self.contact(db, named: gatewayName) else {
                 throw MailError(.permanent, "no contact named \"\(gatewayName)\": add the gateway's invite with `raha mail add INVITE --name \(gatewayName)`")
             }
             try db.execute(sql: "INSERT INTO page_requests (id, contact, url, incoming, state, created) VALUES (?, ?, ?, 0, 'pending', ?)",
@@ -144,7 +144,7 @@ extension Messenger {
             let size = (answer.body?.utf8.count ?? 0) + (answer.links ?? []).reduce(0) { $0 + $1.utf8.count }
             let reply = answer
             try await store.database.write { db in
-                guard let contact = try Self.contacts(db, sql: "SELECT * FROM contacts WHERE name = ?", arguments: [request.contact]).first else { return }
+                guard let contact = try Self.contact(db, named: request.contact) else { return }
                 try queue(db, reply, to: contact, messageID: nil, now: now)
                 try db.execute(sql: """
                     INSERT INTO usage (contact, day, requests, bytes) VALUES (?, ?, 1, ?)
