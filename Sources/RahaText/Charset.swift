@@ -21,7 +21,7 @@ public enum Charset {
             let name = ["iso-8859-1", "latin1", "l1"].contains(declared) ? "WINDOWS-1252" : declared.uppercased()
             if let text = convert(bytes, from: name) { return text }
         }
-        if let text = String(validatingUTF8: bytes.map { CChar(bitPattern: $0) } + [0]), !bytes.contains(0) { return text }
+        if !bytes.contains(0), let text = String(validating: bytes, as: UTF8.self) { return text }
         if declared == nil, let text = convert(bytes, from: "WINDOWS-1252") { return text }
         return String(decoding: bytes, as: UTF8.self)
     }
