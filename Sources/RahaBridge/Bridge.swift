@@ -35,9 +35,15 @@ public final class Bridge: @unchecked Sendable {
         /// authentication close after exactly the same time.
         public var idleTimeout: TimeAmount
         public var udpTimeout: TimeAmount
+        /// A share node's circle: when set, the Shadowsocks and Trojan
+        /// listeners accept the circle's invitees (not their keys' own
+        /// passwords) and meter, pace and cut them off as it says.
+        public var share: ShareLedger?
 
         public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], dnsListeners: [DNSTunnelListener] = [],
-                    policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120)) {
+                    policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120),
+                    share: ShareLedger? = nil) {
+            self.share = share
             self.listeners = listeners
             self.trojanListeners = trojanListeners
             self.dnsListeners = dnsListeners
@@ -70,19 +76,21 @@ public final class Bridge: @unchecked Sendable {
 
     public func start() async throws {
         let exit = Exit(policy: configuration.policy, threadPool: threadPool)
+        let ledger = configuration.share
         for key in configuration.listeners {
-            let credential = try ShadowsocksCredential(method: key.method, password: key.password)
+            let roster = try ledger?.roster ?? ClientRoster(shadowsocks: ShadowsocksCredential(method: key.method, password: key.password))
             let replay = SharedReplayFilter()
             let idle = configuration.idleTimeout
             let logger = self.logger
             let tcp = try await ServerBootstrap.rahaListener(group: group)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers([
-                            IdleStateHandler(allTimeout: idle),
-                            IdleCloser(),
-                            ShadowsocksServerCodec(credential: credential, replayFilter: replay, logger: logger),
-                            BridgeExitHandler(exit: exit, logger: logger),
+                        let sync = channel.pipeline.syncOperations
+                        try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+                        let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
+                        try sync.addHandlers([
+                            ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
+                            BridgeExitHandler(exit: exit, logger: logger, share: share),
                         ])
                     }
                 }
@@ -91,7 +99,7 @@ public final class Bridge: @unchecked Sendable {
             let bound = tcp.localAddress!
             boundAddresses.append(bound)
             let udp = try await ShadowsocksUDPRelay.bind(
-                at: bound, credential: credential, replayFilter: replay, exit: exit,
+                at: bound, roster: roster, share: ledger, replayFilter: replay, exit: exit,
                 sessionTimeout: configuration.udpTimeout, group: group, logger: logger)
             channels.append(udp)
         }
@@ -131,7 +139,8 @@ public final class Bridge: @unchecked Sendable {
             configuration.applicationProtocols = ["http/1.1"]
             tls = try NIOSSLContext(configuration: configuration)
         }
-        let passwords = [key.password]
+        let ledger = configuration.share
+        let roster = ledger?.roster ?? ClientRoster(trojanPasswords: [key.password])
         let idle = configuration.idleTimeout, udpTimeout = configuration.udpTimeout
         let logger = self.logger
         let site: FallbackDialer = { eventLoop in
@@ -145,6 +154,7 @@ public final class Bridge: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+                    let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
                     if let tls {
                         try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tls)])
                     }
@@ -152,12 +162,20 @@ public final class Bridge: @unchecked Sendable {
                         try sync.addHandler(WebSocketServerHandler(path: path, fallback: site, upgradeKeys: upgradeKeys))
                     }
                     try sync.addHandlers([
-                        TrojanServerCodec(passwords: passwords, fallback: site),
-                        BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout),
+                        TrojanServerCodec(roster: roster, fallback: site),
+                        BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout, share: share),
                     ])
                 }
             }
             .bind(host: key.server.hostText, port: Int(key.server.port)).get()
+    }
+
+    /// A share node's connection starts with its meter and upload pacer,
+    /// which act once the codec has named the invitee.
+    private static func addShareHandlers(_ ledger: ShareLedger, to pipeline: ChannelPipeline.SynchronousOperations) throws -> ShareSlot {
+        let slot = ShareSlot(ledger: ledger)
+        try pipeline.addHandlers([ShareMeter(slot: slot), SharePacer(direction: .up) { slot.account }])
+        return slot
     }
 
     public func close() async {

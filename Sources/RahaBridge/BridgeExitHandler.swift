@@ -8,6 +8,11 @@ import RahaWire
 ///
 /// While connecting it stops reading from the client and holds what has
 /// already arrived (at most one read), so nothing is lost and nothing grows.
+///
+/// On a share node (`share` set), the codec's `ClientAuthenticatedEvent`
+/// ties the connection to the invitee, who must still be in the circle and
+/// within their quota; each stream must fit within their connection limit,
+/// and reads from its destination are paced to their rate.
 final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
@@ -19,16 +24,29 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let exit: Exit
     private let logger: Logger
     private let udpTimeout: TimeAmount
+    private let share: ShareSlot?
     private var state: State = .awaitingRequest
 
     /// `udpTimeout`: how long a Trojan UDP connection may go without a datagram.
-    init(exit: Exit, logger: Logger, udpTimeout: TimeAmount = .seconds(120)) {
+    init(exit: Exit, logger: Logger, udpTimeout: TimeAmount = .seconds(120), share: ShareSlot? = nil) {
         self.exit = exit
         self.logger = logger
         self.udpTimeout = udpTimeout
+        self.share = share
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ClientAuthenticatedEvent {
+            if let share, !share.attach(clientID: event.clientID, connection: context.channel) {
+                context.close(promise: nil)
+            }
+            return
+        }
+        if let share, event is ProxyRequestEvent || event is UDPAssociateRequestEvent,
+           !(share.account?.admit(stream: context.channel) ?? false) {
+            context.close(promise: nil)
+            return
+        }
         if let event = event as? ChannelEvent, case .inputClosed = event, case .connecting(let pending, _) = state {
             state = .connecting(pending: pending, inputClosed: true)
             return
@@ -64,10 +82,10 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The connection carries many streams: a server mux takes this
     /// handler's place, and each stream gets an exit handler of its own.
     private func becomeMux(context: ChannelHandlerContext) {
-        let exit = self.exit, logger = self.logger
+        let exit = self.exit, logger = self.logger, share = self.share
         let mux = MuxHandler(role: .server) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger))
+                try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger, share: share))
             }
         }
         become(mux, context: context)
@@ -87,6 +105,9 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .connecting(let pending, let inputClosed) = state, client.isActive else {
             upstream.close(promise: nil)
             return
+        }
+        if let account = share?.account {
+            try? upstream.pipeline.syncOperations.addHandler(SharePacer(direction: .down) { account }, position: .first)
         }
         for buffer in pending { upstream.write(buffer, promise: nil) }
         upstream.flush()

@@ -12,7 +12,7 @@ struct Raha: AsyncParsableCommand {
         Inside, with the printed key: raha connect 'ss://…'
         then point a browser or app at SOCKS5/HTTP proxy 127.0.0.1:1080.
         """,
-        subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self, DoctorCommand.self, MailCommand.self, TextCommand.self, BrowseCommand.self, GatewayCommand.self]
+        subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self, DoctorCommand.self, MailCommand.self, TextCommand.self, BrowseCommand.self, GatewayCommand.self, ShareCommand.self]
     )
 }
 

@@ -32,7 +32,7 @@ func serverChannel(_ credential: ShadowsocksCredential, replay: SharedReplayFilt
     let recorder = Recorder()
     let channel = EmbeddedChannel()
     try channel.pipeline.syncOperations.addHandlers([
-        ShadowsocksServerCodec(credential: credential, replayFilter: replay, logger: Logger(label: "test")),
+        ShadowsocksServerCodec(roster: ClientRoster(shadowsocks: credential), replayFilter: replay, logger: Logger(label: "test")),
         recorder,
     ])
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

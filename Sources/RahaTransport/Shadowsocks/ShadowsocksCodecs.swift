@@ -13,8 +13,12 @@ public struct ProxyRequestEvent: Sendable {
 }
 
 /// The bridge's Shadowsocks codec: ciphertext from the client in, plaintext
-/// out to the next handler (after a `ProxyRequestEvent`); plaintext written
-/// by the exit is sealed back to the client.
+/// out to the next handler (after a `ClientAuthenticatedEvent` and a
+/// `ProxyRequestEvent`); plaintext written by the exit is sealed back to the
+/// client.
+///
+/// Several clients may share the listener (a share node's circle): the one
+/// whose key opens the stream's first chunk is the one who connected.
 ///
 /// Probe policy: whatever goes wrong before a valid, fresh request (wrong
 /// key, garbage, truncation, replay, stale clock), the connection behaves
@@ -27,14 +31,19 @@ public final class ShadowsocksServerCodec: ChannelDuplexHandler {
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private var session: ShadowsocksServerSession
+    /// The roster's clients when the connection opened, until one is identified.
+    private var candidates: [ClientRoster.Client]
+    private var session: ShadowsocksServerSession?
+    /// The stream's first bytes, while the client is not yet identified.
+    private var start = ByteBuffer()
     private let replayFilter: SharedReplayFilter
     private var logger: Logger
     private var draining = false
     private var established = false
 
-    public init(credential: ShadowsocksCredential, replayFilter: SharedReplayFilter, logger: Logger) {
-        self.session = ShadowsocksServerSession(credential: credential)
+    public init(roster: ClientRoster, replayFilter: SharedReplayFilter, logger: Logger) {
+        self.candidates = roster.shadowsocks
+        if candidates.count == 1 { session = ShadowsocksServerSession(credential: candidates[0].shadowsocks!) }
         self.replayFilter = replayFilter
         self.logger = logger
     }
@@ -44,17 +53,31 @@ public final class ShadowsocksServerCodec: ChannelDuplexHandler {
         var input = unwrapInboundIn(data)
         var plain = context.channel.allocator.buffer(capacity: input.readableBytes)
         do {
-            if let request = try session.receive(&input, payload: &plain, now: unixNow()) {
+            if session == nil {
+                start.writeBuffer(&input)
+                switch ShadowsocksUserMatch.identify(candidates.map { $0.shadowsocks! }, start: start) {
+                case .needMoreData: return
+                case .nobody: throw WireError(.authentication, "no client's key opens the stream")
+                case .user(let index):
+                    session = ShadowsocksServerSession(credential: candidates[index].shadowsocks!)
+                    candidates = [candidates[index]]
+                    input = start
+                    start = ByteBuffer()
+                }
+            }
+            if let request = try session!.receive(&input, payload: &plain, now: unixNow()) {
                 guard replayFilter.insert(request.salt) else {
                     throw WireError(.replay, "a replayed request salt")
                 }
                 established = true
+                context.fireUserInboundEventTriggered(ClientAuthenticatedEvent(clientID: candidates[0].id))
                 context.fireUserInboundEventTriggered(ProxyRequestEvent(target: request.target))
             }
         } catch {
             // Never answer; keep reading until the idle timeout or the peer closes.
             logger.debug("rejected a connection that is not a valid, fresh request", metadata: ["code": "\((error as? WireError)?.code.rawValue ?? "io")"])
             draining = true
+            start = ByteBuffer()
             if established { context.close(promise: nil) }
             return
         }
@@ -77,7 +100,8 @@ public final class ShadowsocksServerCodec: ChannelDuplexHandler {
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let plain = unwrapOutboundIn(data)
         var out = context.channel.allocator.buffer(capacity: plain.readableBytes + plain.readableBytes / 512 + 128)
-        session.seal(plain.readableBytesView, into: &out, now: unixNow())
+        // The exit writes only after the request, so the client is known.
+        session!.seal(plain.readableBytesView, into: &out, now: unixNow())
         context.write(wrapOutboundOut(out), promise: promise)
     }
 }

@@ -26,15 +26,22 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
         case fallingBack
     }
 
+    private let clients: [ClientRoster.Client]
     private let userHashes: [[UInt8]]
     private let fallback: FallbackDialer
     private var state: State = .deciding
     private var buffered = ByteBuffer()
     private var inputClosed = false
 
-    public init(passwords: [String], fallback: @escaping FallbackDialer) {
-        self.userHashes = passwords.map(Trojan.passwordHash)
+    /// - Parameter roster: read once, when the connection opens.
+    public init(roster: ClientRoster, fallback: @escaping FallbackDialer) {
+        self.clients = roster.trojan
+        self.userHashes = clients.map { $0.trojanHash! }
         self.fallback = fallback
+    }
+
+    public convenience init(passwords: [String], fallback: @escaping FallbackDialer) {
+        self.init(roster: ClientRoster(trojanPasswords: passwords), fallback: fallback)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -55,8 +62,9 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
         switch Trojan.readHeader(from: &buffered, userHashes: userHashes) {
         case .needMoreData:
             return
-        case .authenticated(_, let request) where request.command == .connect:
+        case .authenticated(let user, let request) where request.command == .connect:
             state = .authenticated
+            context.fireUserInboundEventTriggered(ClientAuthenticatedEvent(clientID: clients[user].id))
             // A Raha client asking for a multiplexed connection names a reserved destination.
             context.fireUserInboundEventTriggered(request.destination == Trojan.muxDestination
                                                   ? MuxRequestEvent() as Any : ProxyRequestEvent(target: request.destination))
@@ -64,10 +72,11 @@ public final class TrojanServerCodec: ChannelInboundHandler, RemovableChannelHan
                 context.fireChannelRead(wrapInboundOut(buffered))
                 buffered = ByteBuffer()
             }
-        case .authenticated(_, let request) where request.command == .udpAssociate:
+        case .authenticated(let user, let request) where request.command == .udpAssociate:
             // The header's destination means nothing for UDP (clients send the
             // first datagram's or 0.0.0.0:0): every frame names its own.
             state = .authenticated
+            context.fireUserInboundEventTriggered(ClientAuthenticatedEvent(clientID: clients[user].id))
             context.fireUserInboundEventTriggered(UDPAssociateRequestEvent())
             if buffered.readableBytes > 0 {
                 context.fireChannelRead(wrapInboundOut(buffered))

@@ -397,3 +397,31 @@ public struct ShadowsocksClientSession {
         }
     }
 }
+
+/// Which of several users opened a stream on a listener they share (a share
+/// node's circle): the user whose key opens the stream's first chunk, as
+/// Outline's server tells its users apart on one port.
+public enum ShadowsocksUserMatch: Equatable, Sendable {
+    case needMoreData
+    case user(Int)
+    case nobody
+
+    /// - Parameter start: the stream's first bytes as they arrived (not consumed).
+    public static func identify(_ credentials: [ShadowsocksCredential], start: ByteBuffer) -> ShadowsocksUserMatch {
+        var waiting = false
+        for (index, credential) in credentials.enumerated() {
+            // The first chunk is the length (legacy) or the fixed header (2022).
+            let first = credential.method.is2022 ? 11 : 2
+            guard start.readableBytes >= credential.method.saltLength + first + ShadowsocksStream.tag else {
+                waiting = true
+                continue
+            }
+            var reader = SealedChunkReader(credential: credential)
+            var copy = start
+            reader.append(&copy)
+            _ = reader.readSalt()
+            if (try? reader.readChunk(length: first)) != nil { return .user(index) }
+        }
+        return waiting ? .needMoreData : .nobody
+    }
+}
