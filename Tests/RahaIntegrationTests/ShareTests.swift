@@ -56,6 +56,30 @@ extension RahaIntegration {
             #expect(circleFile.contains("\"down\""), "circle.json holds no usage")
         }
 
+        @Test("UDP: ss-local -u (as the Outline app) and raha connect (Trojan's UDP) with invites get their datagrams echoed; a revoked invitee's datagrams are dropped")
+        func udpThroughTheShareNode() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let node = try ShareNode()
+            defer { node.stop() }
+            let (echo, echoPort) = try Peers.udpEcho()
+            running.add(echo)
+            let maryam = try node.invite("Maryam"), reza = try node.invite("Reza")
+            let key = maryam.shadowsocks
+            let (ssLocal, ssPort) = try Peers.ssLocal(method: key.method.rawValue, password: key.password, serverPort: key.server.port, udp: true)
+            running.add(ssLocal)
+            let (connect, connectPort) = try Peers.connect([reza.bundle])
+            running.add(connect)
+            for (port, via) in [(ssPort, "ss-local -u with Maryam's key"), (connectPort, "raha connect with Reza's bundle")] {
+                let result = try Peers.socksUDPClient(proxyPort: port, echoPort: echoPort, count: 8)
+                #expect(result.status == 0 && result.stdoutText.hasPrefix("OK: 8 datagrams echoed"), "\(via): \(result.output)\(outputs([node.process!]))")
+            }
+            #expect(try node.listed("Maryam").usage.up > 0, "Maryam's datagrams were not counted")
+            try node.expectSuccess(["revoke", "Maryam"])
+            let after = try Peers.socksUDPClient(proxyPort: ssPort, echoPort: echoPort, count: 2)
+            #expect(after.status != 0, "a revoked invitee's datagrams were still echoed: \(after.output)")
+        }
+
         @Test("raha share revoke closes the revoked invitee's open connection on its next request, leaves another invitee's alone, and a new invite makes new keys")
         func revocationCutsOpenConnections() throws {
             let running = Processes()

@@ -127,3 +127,53 @@ func serverChannel(_ credential: ShadowsocksCredential, replay: SharedReplayFilt
         _ = try channel.finish()
     }
 }
+
+/// Records which client a codec named.
+final class ClientRecorder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    var clients: [String] = []
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ClientAuthenticatedEvent { clients.append(event.clientID) }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+@Suite struct SharedListenerTests {
+    @Test func theShadowsocksCodecTellsTheCircleApartAndSeesRosterChangesOnNewConnections() throws {
+        let maryam = try ShadowsocksCredential(method: .chacha20IETFPoly1305, password: "maryam's")
+        let reza = try ShadowsocksCredential(method: .chacha20IETFPoly1305, password: "reza's")
+        let roster = ClientRoster([.init(id: "Maryam", shadowsocks: maryam), .init(id: "Reza", shadowsocks: reza)])
+        func connection() throws -> (EmbeddedChannel, ClientRecorder, Recorder) {
+            let clients = ClientRecorder(), recorder = Recorder()
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandlers([
+                ShadowsocksServerCodec(roster: roster, replayFilter: SharedReplayFilter(), logger: Logger(label: "test")), clients, recorder,
+            ])
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return (channel, clients, recorder)
+        }
+        let (bytes, client) = clientBytes(reza, payload: Array("hello".utf8))
+        let (channel, clients, recorder) = try connection()
+        // In two reads, the first too short to tell who it is.
+        try channel.writeInbound(ByteBuffer(bytes: bytes.prefix(20)))
+        #expect(clients.clients.isEmpty)
+        try channel.writeInbound(ByteBuffer(bytes: bytes.dropFirst(20)))
+        #expect(clients.clients == ["Reza"] && recorder.requests == [target] && recorder.payload == Array("hello".utf8))
+        // The answer is sealed with Reza's key.
+        try channel.writeOutbound(ByteBuffer(string: "salam"))
+        var sealed = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        var c = client
+        var plain = ByteBuffer()
+        try c.receive(&sealed, payload: &plain, now: unixNow())
+        #expect(String(buffer: plain) == "salam")
+
+        // Reza leaves the roster: his next connection is a stranger's, answered with nothing.
+        roster.replace(with: [.init(id: "Maryam", shadowsocks: maryam)])
+        let (again, againClients, againRecorder) = try connection()
+        try again.writeInbound(ByteBuffer(bytes: clientBytes(reza, payload: [1]).0))
+        #expect(againClients.clients.isEmpty && againRecorder.requests.isEmpty)
+        #expect(try again.readOutbound(as: ByteBuffer.self) == nil && again.isActive)
+        _ = try? channel.finish()
+        _ = try? again.finish()
+    }
+}

@@ -136,3 +136,20 @@ func drain(_ channel: EmbeddedChannel) throws -> [UInt8] {
         #expect(try drain(fallback) == partial)
     }
 }
+
+@Suite struct TrojanRosterTests {
+    @Test func theTrojanCodecNamesTheClientWhosePasswordMatched() throws {
+        let site = FakeSite(loop: EmbeddedEventLoop())
+        let roster = ClientRoster([.init(id: "Ali", trojanPassword: "ali's"), .init(id: "Bahar", trojanPassword: "bahar's")])
+        let clients = ClientRecorder()
+        let channel = EmbeddedChannel(loop: site.loop)
+        try channel.pipeline.syncOperations.addHandlers([TrojanServerCodec(roster: roster, fallback: site.dialer), clients, Recorder()])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        var out = ByteBuffer()
+        Trojan.writeHeader(passwordHash: Trojan.passwordHash("bahar's"), request: .init(command: .connect, destination: Endpoint(host: .domain("example.org"), port: 443)),
+                           payload: ByteBuffer(string: "x").readableBytesView, to: &out)
+        try channel.writeInbound(out)
+        #expect(clients.clients == ["Bahar"])
+        _ = try? channel.finish()
+    }
+}

@@ -9,7 +9,7 @@ import Foundation
 public enum Quantity {
     /// Bytes per second from a rate in bits per second (`2M`, `500kbit`, `10Mbps`).
     public static func parseRate(_ text: String) throws -> Int64 {
-        let bits = try parse(text, units: ["bit/s", "bps", "bit", "b"], what: "rate",
+        let bits = try parse(text, units: ["bit/s", "bps", "bit", "b"], what: "a rate",
                              example: "2M (2 Mbit/s) or 500k (500 kbit/s)")
         let bytes = bits / 8
         guard bytes >= 1_000 else { throw WireError.badKey("the rate “\(text)” is under 8 kbit/s, too slow to load anything: give at least 8k") }
@@ -18,7 +18,7 @@ public enum Quantity {
 
     /// Bytes from an amount (`10G`, `500MB`).
     public static func parseAmount(_ text: String) throws -> Int64 {
-        let bytes = try parse(text, units: ["bytes", "byte", "b"], what: "amount",
+        let bytes = try parse(text, units: ["bytes", "byte", "b"], what: "an amount",
                               example: "10G (10 GB) or 500M (500 MB)")
         guard bytes >= 1_000_000 else { throw WireError.badKey("the amount “\(text)” is under 1 MB, too little for one web page: give at least 1M") }
         return bytes
@@ -37,7 +37,7 @@ public enum Quantity {
         }
         guard let number = Double(rest.trimmingCharacters(in: .whitespaces)), number.isFinite, number > 0,
               number * multiplier < 9e18 else {
-            throw WireError.badKey("“\(text)” is not a \(what): give a number with an optional k, M, G or T, e.g. \(example)")
+            throw WireError.badKey("“\(text)” is not \(what): give a number with an optional k, M, G or T, e.g. \(example)")
         }
         return Int64(number * multiplier)
     }
