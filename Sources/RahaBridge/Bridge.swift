@@ -39,11 +39,20 @@ public final class Bridge: @unchecked Sendable {
         /// listeners accept the circle's invitees (not their keys' own
         /// passwords) and meter, pace and cut them off as it says.
         public var share: ShareLedger?
+        /// A share node behind NAT: every Shadowsocks and Trojan listener is
+        /// also reached through this rendezvous bridge (its Trojan key), on
+        /// the same port number there.
+        public var rendezvousLink: TrojanKey?
+        /// A rendezvous: public ports that share nodes may ask this
+        /// bridge's Trojan listeners to open for them.
+        public var rendezvous: RendezvousTable?
 
         public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], dnsListeners: [DNSTunnelListener] = [],
                     policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120),
-                    share: ShareLedger? = nil) {
+                    share: ShareLedger? = nil, rendezvousLink: TrojanKey? = nil, rendezvous: RendezvousTable? = nil) {
             self.share = share
+            self.rendezvousLink = rendezvousLink
+            self.rendezvous = rendezvous
             self.listeners = listeners
             self.trojanListeners = trojanListeners
             self.dnsListeners = dnsListeners
@@ -59,6 +68,7 @@ public final class Bridge: @unchecked Sendable {
     private let logger: Logger
     private var channels: [Channel] = []
     private var dnsServers: [DNSTunnelServer] = []
+    private var links: [RendezvousLink] = []
 
     public init(configuration: Configuration, group: EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
@@ -82,20 +92,16 @@ public final class Bridge: @unchecked Sendable {
             let replay = SharedReplayFilter()
             let idle = configuration.idleTimeout
             let logger = self.logger
-            let tcp = try await ServerBootstrap.rahaListener(group: group)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let sync = channel.pipeline.syncOperations
-                        try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
-                        let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
-                        try sync.addHandlers([
-                            ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
-                            BridgeExitHandler(exit: exit, logger: logger, share: share),
-                        ])
-                    }
-                }
-                .bind(host: key.server.hostText, port: Int(key.server.port)).get()
-            channels.append(tcp)
+            let setup: ConnectionSetup = { channel in
+                let sync = channel.pipeline.syncOperations
+                try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+                let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
+                try sync.addHandlers([
+                    ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
+                    BridgeExitHandler(exit: exit, logger: logger, share: share),
+                ])
+            }
+            let tcp = try await listen(at: key.server, setup)
             let bound = tcp.localAddress!
             boundAddresses.append(bound)
             let udp = try await ShadowsocksUDPRelay.bind(
@@ -116,8 +122,7 @@ public final class Bridge: @unchecked Sendable {
                 fallbackAddress = site.localAddress!
                 staticSite = fallbackAddress
             }
-            let channel = try await startTrojan(listener, fallback: fallbackAddress, exit: exit)
-            channels.append(channel)
+            let channel = try await listen(at: listener.key.server, try trojanSetup(listener, fallback: fallbackAddress, exit: exit))
             trojanBoundAddresses.append(channel.localAddress!)
         }
         for listener in configuration.dnsListeners {
@@ -127,7 +132,26 @@ public final class Bridge: @unchecked Sendable {
         }
     }
 
-    private func startTrojan(_ listener: TrojanListener, fallback: SocketAddress, exit: Exit) async throws -> Channel {
+    /// Sets up one connection to a listener: a socket it accepted, or a
+    /// stream a rendezvous carried to it. Runs on the channel's event loop.
+    typealias ConnectionSetup = @Sendable (Channel) throws -> Void
+
+    /// Listens at `endpoint` with `setup` for every connection, and, on a
+    /// share node behind NAT, keeps a link to the rendezvous for the same port.
+    private func listen(at endpoint: Endpoint, _ setup: @escaping ConnectionSetup) async throws -> Channel {
+        let channel = try await ServerBootstrap.rahaListener(group: group)
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try setup(channel) } }
+            .bind(host: endpoint.hostText, port: Int(endpoint.port)).get()
+        channels.append(channel)
+        if let key = configuration.rendezvousLink, let port = channel.localAddress?.port {
+            let link = try RendezvousLink(key: key, port: UInt16(port), setup: setup, eventLoop: group.next(), logger: logger)
+            links.append(link)
+            link.start()
+        }
+        return channel
+    }
+
+    private func trojanSetup(_ listener: TrojanListener, fallback: SocketAddress, exit: Exit) throws -> ConnectionSetup {
         let key = listener.key
         var tls: NIOSSLContext?
         if key.tls {
@@ -149,25 +173,22 @@ public final class Bridge: @unchecked Sendable {
         // Upgrade keys are remembered for a day (at least, while under 200,000 newer):
         // the GFW replayed recorded connections from seconds to hours later.
         let upgradeKeys = SharedReplayFilter(capacity: 200_000, retention: 86_400)
-        return try await ServerBootstrap.rahaListener(group: group)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
-                    let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
-                    if let tls {
-                        try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tls)])
-                    }
-                    if case .webSocket(let path, _) = key.transport {
-                        try sync.addHandler(WebSocketServerHandler(path: path, fallback: site, upgradeKeys: upgradeKeys))
-                    }
-                    try sync.addHandlers([
-                        TrojanServerCodec(roster: roster, fallback: site),
-                        BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout, share: share),
-                    ])
-                }
+        let rendezvous = configuration.rendezvous, tlsContext = tls
+        return { channel in
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+            let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
+            if let tlsContext {
+                try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tlsContext)])
             }
-            .bind(host: key.server.hostText, port: Int(key.server.port)).get()
+            if case .webSocket(let path, _) = key.transport {
+                try sync.addHandler(WebSocketServerHandler(path: path, fallback: site, upgradeKeys: upgradeKeys))
+            }
+            try sync.addHandlers([
+                TrojanServerCodec(roster: roster, fallback: site),
+                BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout, share: share, rendezvous: rendezvous),
+            ])
+        }
     }
 
     /// A share node's connection starts with its meter and upload pacer,
@@ -179,6 +200,9 @@ public final class Bridge: @unchecked Sendable {
     }
 
     public func close() async {
+        for link in links { link.stop() }
+        links = []
+        configuration.rendezvous?.close()
         for channel in channels { try? await channel.close() }
         channels = []
         for server in dnsServers { await server.close() }

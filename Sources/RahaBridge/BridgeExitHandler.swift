@@ -25,14 +25,18 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let logger: Logger
     private let udpTimeout: TimeAmount
     private let share: ShareSlot?
+    private let rendezvous: RendezvousTable?
     private var state: State = .awaitingRequest
 
     /// `udpTimeout`: how long a Trojan UDP connection may go without a datagram.
-    init(exit: Exit, logger: Logger, udpTimeout: TimeAmount = .seconds(120), share: ShareSlot? = nil) {
+    /// `rendezvous`: this bridge is a rendezvous, and a connection asking for
+    /// one of its ports becomes a share node's link.
+    init(exit: Exit, logger: Logger, udpTimeout: TimeAmount = .seconds(120), share: ShareSlot? = nil, rendezvous: RendezvousTable? = nil) {
         self.exit = exit
         self.logger = logger
         self.udpTimeout = udpTimeout
         self.share = share
+        self.rendezvous = rendezvous
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -63,6 +67,10 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.fireUserInboundEventTriggered(event)
             return
         }
+        if let port = Rendezvous.port(of: request.target) {
+            becomeRendezvousLink(port: port, context: context)
+            return
+        }
         state = .connecting(pending: [], inputClosed: false)
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         let client = context.channel
@@ -89,6 +97,21 @@ final class BridgeExitHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         become(mux, context: context)
+    }
+
+    /// A share node asks to be reached on `port`: this connection becomes its
+    /// link, a mux whose streams this side opens, one per invitee arriving there.
+    /// A bridge that is no rendezvous, or does not offer the port, closes it
+    /// like any connection to a destination that does not resolve.
+    private func becomeRendezvousLink(port: UInt16, context: ChannelHandlerContext) {
+        guard let rendezvous, rendezvous.offers(port) else {
+            logger.debug("refused a rendezvous link", metadata: ["reason": "\(rendezvous == nil ? "this bridge is no rendezvous" : "the port is not offered")"])
+            context.close(promise: nil)
+            return
+        }
+        let mux = MuxHandler(role: .client, configuration: .rendezvousLink)
+        become(mux, context: context)
+        rendezvous.register(port: port, link: context.channel, mux: mux)
     }
 
     /// Puts `handler` in this handler's place, before the codec passes on what follows the request.

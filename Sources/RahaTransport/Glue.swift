@@ -35,8 +35,8 @@ public final class GlueHandler: ChannelDuplexHandler {
         return (a, b)
     }
 
-    /// Joins two channels (each must be set up with autoRead off or on; reads
-    /// are driven from here either way).
+    /// Joins two channels. Both need autoRead on: the glue holds a channel's
+    /// reads back while its partner cannot take more, and lets them go on after.
     public static func join(_ a: Channel, _ b: Channel) -> EventLoopFuture<Void> {
         let (ga, gb) = matchedPair()
         return a.pipeline.addHandler(ga).and(b.pipeline.addHandler(gb)).map { _ in }

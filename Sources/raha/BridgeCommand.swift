@@ -57,6 +57,9 @@ struct BridgeCommand: AsyncParsableCommand {
     @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: the bridge is not a door into its own network).")
     var allowPrivate = false
 
+    @Option(help: ArgumentHelp("Be a rendezvous for share nodes behind NAT: public ports (e.g. 8388,8443 or 20000-30000) they may ask for over this bridge's Trojan listener.", valueName: "ports"))
+    var rendezvous: String?
+
     @Option(help: "Seconds before an idle connection closes (failed handshakes close after the same time).")
     var idleTimeout: Int64 = 300
 
@@ -108,9 +111,16 @@ struct BridgeCommand: AsyncParsableCommand {
         }
 
         let logger = logging.makeLogger(label: "raha.bridge")
+        var rendezvousTable: RendezvousTable?
+        if let rendezvous {
+            guard trojanListeners.contains(where: { $0.key.tls }) else {
+                throw UsageFailure("--rendezvous: share nodes reach a rendezvous over Trojan with TLS: add a listener such as 'trojan://PASSWORD@0.0.0.0:443?sni=NAME'")
+            }
+            do { rendezvousTable = RendezvousTable(ports: try Rendezvous.parsePorts(rendezvous), logger: logger) } catch { throw UsageFailure("--rendezvous: \(error)") }
+        }
         let bridge = Bridge(
             configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
-                                 idleTimeout: .seconds(idleTimeout)),
+                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable),
             group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
@@ -144,6 +154,9 @@ struct BridgeCommand: AsyncParsableCommand {
             print("Bridge answering for \(listener.zone.displayText) on \(bound.ipAddress ?? "?"):\(bound.port ?? 0) (DNS tunnel, UDP and TCP)")
             print("Access key: paste it into `raha connect` (add &resolver=udp://IP:53 to name a resolver; default: the system's):")
             printAccessKey(key.text, qr: !noQR)
+        }
+        if let rendezvous {
+            print("Rendezvous: share nodes behind NAT may open ports \(rendezvous) here. Give a sharer the Trojan key above: raha share --rendezvous 'trojan://…'")
         }
         if host == nil && !(keys.isEmpty && trojanListeners.isEmpty) {
             print("(If this machine is behind NAT, run with --host PUBLIC-ADDRESS so the key names an address others can reach.)")

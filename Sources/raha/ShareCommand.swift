@@ -67,6 +67,9 @@ struct ShareCommand: AsyncParsableCommand {
         @Option(help: "Trojan (TLS) port (default: chosen at random the first time, then kept).")
         var trojanPort: UInt16?
 
+        @Option(help: "This machine's address on its local network, which invites carry for neighbours there (default: detected; 'none' for none). Nothing is ever announced on the network.")
+        var lan: String?
+
         @Option(help: "The name in the TLS handshake and certificate (default: --host).")
         var sni: String?
 
@@ -78,6 +81,9 @@ struct ShareCommand: AsyncParsableCommand {
 
         @Option(help: "Cap on all invitees together, each direction, in bit/s (e.g. 20M), shared fairly among them; keeps room for your own use. 'none' removes it.")
         var totalRate: String?
+
+        @Option(help: ArgumentHelp("Behind NAT (Starlink, mobile carriers): the Trojan key of a rendezvous bridge (`raha bridge … --rendezvous PORTS`) to reach invitees through. Invites then name the rendezvous's address.", valueName: "trojan-key"))
+        var rendezvous: String?
 
         @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: invitees cannot reach your own network).")
         var allowPrivate = false
@@ -101,7 +107,20 @@ struct ShareCommand: AsyncParsableCommand {
                 circle = try ShareLedger.load(from: directory) ?? Circle(service: ShareService(
                     host: "", shadowsocksPort: UInt16.random(in: 20000...60000), trojanPort: UInt16.random(in: 20000...60000), sni: "", pin: nil))
             } catch { throw UsageFailure("\(error)") }
-            if let host { circle.service.host = host } else if circle.service.host.isEmpty { circle.service.host = primaryAddress() ?? "127.0.0.1" }
+            var link: TrojanKey?
+            if let rendezvous {
+                do { link = try TrojanKey(parsing: rendezvous) } catch { throw UsageFailure("--rendezvous: \(error) (expected the Trojan key a rendezvous bridge printed)") }
+            }
+            let lan = self.lan == "none" ? nil : self.lan ?? primaryAddress()
+            if let host {
+                circle.service.host = host
+            } else if let link {
+                circle.service.host = link.server.hostText
+            } else if circle.service.host.isEmpty {
+                circle.service.host = lan ?? "127.0.0.1"
+            }
+            // Neighbours on the local network reach the node there too (it sends no beacon: they learn the address from the invite).
+            circle.service.lanHost = lan == circle.service.host ? nil : lan
             if let shadowsocksPort { circle.service.shadowsocksPort = shadowsocksPort }
             if let trojanPort { circle.service.trojanPort = trojanPort }
             if let sni { circle.service.sni = sni } else if circle.service.sni.isEmpty { circle.service.sni = circle.service.host }
@@ -128,7 +147,7 @@ struct ShareCommand: AsyncParsableCommand {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
             let bridge = Bridge(
                 configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)],
-                                     policy: ExitPolicy(allowPrivate: allowPrivate), share: ledger),
+                                     policy: ExitPolicy(allowPrivate: allowPrivate), share: ledger, rendezvousLink: link),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
                 try await bridge.start()
@@ -139,10 +158,13 @@ struct ShareCommand: AsyncParsableCommand {
 
             let service = circle.service
             let people = circle.invitees.filter(\.isActive).count
-            print("Sharing on \(service.host): Shadowsocks on port \(service.shadowsocksPort) (TCP and UDP), Trojan over TLS on port \(service.trojanPort)")
+            print("Sharing on \(service.host): Shadowsocks on port \(service.shadowsocksPort) (TCP\(link == nil ? " and UDP" : "")), Trojan over TLS on port \(service.trojanPort)\(link == nil ? "" : " (through the rendezvous)")")
+            if let lanHost = service.lanHost { print("and on the local network at \(lanHost) (invites carry both; nothing is announced there)") }
             print("Circle: \(people) \(people == 1 ? "person" : "people")\(circle.totalRate.map { ", all together at most \(Quantity.formatRate($0))" } ?? "") (kept in \(directory.path))")
             print("Invite someone:  raha share invite NAME [--rate 2M] [--quota 20G] [--max-connections 16]")
-            print("(Behind NAT, invitees need an address they can reach: --host PUBLIC-ADDRESS, or forward the two ports.)")
+            if link == nil {
+                print("(Behind NAT, invitees need an address they can reach: --host PUBLIC-ADDRESS, forward the two ports, or use a rendezvous: --rendezvous TROJAN-KEY.)")
+            }
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
 

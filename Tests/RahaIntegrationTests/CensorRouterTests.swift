@@ -4,39 +4,6 @@ import Testing
 import Glibc
 #endif
 
-/// Whether this process may create network namespaces (`ip netns add`, root).
-let canCreateNamespaces: Bool = {
-    guard geteuid() == 0, let ip = try? Paths.tool("ip", package: "iproute2") else { return false }
-    let name = "raha-t-\(getpid())-probe"
-    guard let result = try? runCommand("ip netns add", ip, ["netns", "add", name], timeout: 10), result.status == 0 else { return false }
-    _ = try? runCommand("ip netns del", ip, ["netns", "del", name], timeout: 10)
-    return true
-}()
-
-/// Namespaces still to delete when the test process exits (should a test not get to its own cleanup).
-final class NamespaceRegistry: @unchecked Sendable {
-    static let shared: NamespaceRegistry = {
-        let registry = NamespaceRegistry()
-        atexit { NamespaceRegistry.shared.removeAll() }
-        return registry
-    }()
-
-    private let lock = NSLock()
-    private var names = Set<String>()
-
-    func add(_ name: String) { lock.lock(); names.insert(name); lock.unlock() }
-    func remove(_ name: String) { lock.lock(); names.remove(name); lock.unlock() }
-
-    func removeAll() {
-        lock.lock()
-        let all = names
-        names = []
-        lock.unlock()
-        guard let ip = try? Paths.tool("ip", package: "iproute2") else { return }
-        for name in all { _ = try? runCommand("ip netns del", ip, ["netns", "del", name], timeout: 10) }
-    }
-}
-
 /// Three namespaces of this test's own: client (10.200.1.2) - router (10.200.1.1,
 /// 10.200.2.1; forwarding on, every forwarded packet queued to NFQUEUE `queue`) -
 /// server (10.200.2.2). The addresses exist only inside these namespaces.
@@ -48,68 +15,34 @@ final class CensorRouterNetwork {
     let client: String
     let router: String
     let server: String
-    private let ip: String
-    private var removed = false
+    private let namespaces: TestNamespaces
 
     init(_ label: String) throws {
-        ip = try Paths.tool("ip", package: "iproute2")
         let iptables = try Paths.tool("iptables", package: "iptables")
-        let prefix = "raha-t-\(getpid())-\(label)"
-        client = "\(prefix)-client"
-        router = "\(prefix)-router"
-        server = "\(prefix)-server"
-        for name in [client, router, server] {
-            NamespaceRegistry.shared.add(name)
-            try run(["netns", "add", name])
-            try run(["-n", name, "link", "set", "lo", "up"])
-        }
+        namespaces = try TestNamespaces(label, ["client", "router", "server"])
+        (client, router, server) = (namespaces.names[0], namespaces.names[1], namespaces.names[2])
         do {
-            // Created inside the namespaces, so the interface names cannot clash with the host's.
-            try run(["-n", client, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", router])
-            try run(["-n", server, "link", "add", "s0", "type", "veth", "peer", "name", "r1", "netns", router])
-            for (ns, device, address) in [(client, "c0", "10.200.1.2/24"), (router, "r0", "10.200.1.1/24"),
-                                          (router, "r1", "10.200.2.1/24"), (server, "s0", "10.200.2.2/24")] {
-                try run(["-n", ns, "addr", "add", address, "dev", device])
-                try run(["-n", ns, "link", "set", device, "up"])
-            }
-            try run(["-n", client, "route", "add", "default", "via", "10.200.1.1"])
-            try run(["-n", server, "route", "add", "default", "via", "10.200.2.1"])
-            try run(["netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            try run(["netns", "exec", router, iptables, "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "\(Self.queue)"])
+            try namespaces.link(client, "c0", "10.200.1.2/24", to: router, "r0", "10.200.1.1/24")
+            try namespaces.link(server, "s0", "10.200.2.2/24", to: router, "r1", "10.200.2.1/24")
+            try namespaces.ip(["-n", client, "route", "add", "default", "via", "10.200.1.1"])
+            try namespaces.ip(["-n", server, "route", "add", "default", "via", "10.200.2.1"])
+            try namespaces.ip(["netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            try namespaces.ip(["netns", "exec", router, iptables, "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "\(Self.queue)"])
         } catch {
-            remove()
+            namespaces.remove()
             throw error
         }
     }
 
-    deinit { remove() }
-
-    private func run(_ arguments: [String]) throws {
-        let result = try runCommand("ip", ip, arguments, timeout: 20)
-        guard result.status == 0 else {
-            throw TestFailure("ip \(arguments.joined(separator: " ")) failed (status \(result.status)): \(result.output)")
-        }
-    }
-
-    /// `ip netns exec NS EXECUTABLE ARGS` as a managed process.
     func start(_ name: String, in namespace: String, _ executable: String, _ arguments: [String]) throws -> ManagedProcess {
-        try ManagedProcess(name, ip, ["netns", "exec", namespace, executable] + arguments)
+        try namespaces.start(name, in: namespace, executable, arguments)
     }
 
-    /// Runs a command in a namespace to completion (bounded).
     func run(in namespace: String, _ executable: String, _ arguments: [String], timeout: TimeInterval = 20) throws -> CommandResult {
-        try runCommand(URL(fileURLWithPath: executable).lastPathComponent, ip, ["netns", "exec", namespace, executable] + arguments, timeout: timeout)
+        try namespaces.run(in: namespace, executable, arguments, timeout: timeout)
     }
 
-    /// Deletes the namespaces (their veth pairs go with them). Stop the processes in them first.
-    func remove() {
-        if removed { return }
-        removed = true
-        for name in [client, router, server] {
-            _ = try? runCommand("ip netns del", ip, ["netns", "del", name], timeout: 10)
-            NamespaceRegistry.shared.remove(name)
-        }
-    }
+    func remove() { namespaces.remove() }
 }
 
 /// A TCP server that prints, unbuffered, each connection's running total of bytes received.

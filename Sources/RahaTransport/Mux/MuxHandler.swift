@@ -161,6 +161,15 @@ public final class MuxHandler: ChannelDuplexHandler {
         return promise.futureResult
     }
 
+    /// Sends one PADDING frame now: traffic that keeps a long-lived idle
+    /// connection (a share node's link to its rendezvous) from looking
+    /// idle to the other end and to middleboxes.
+    public func sendKeepAlive() {
+        guard context != nil, !closed else { return }
+        enqueuePadding()
+        flushOutbound()
+    }
+
     /// Takes no new streams (and tells the peer); the connection closes once
     /// its last stream has closed.
     public func goAway() {
@@ -432,4 +441,11 @@ public final class MuxHandler: ChannelDuplexHandler {
         for stream in all { stream.connectionFailed(error: error) }
         failOutboundPromises()
     }
+}
+
+extension MuxHandler.Configuration {
+    /// A share node's link to its rendezvous: it lives as long as the node
+    /// runs and carries every invitee connection, so it neither ages out
+    /// nor runs out of stream IDs in practice.
+    public static let rendezvousLink = MuxHandler.Configuration(session: .init(maxStreams: 1024, maxStreamsPerConnection: 1 << 30), maxAge: nil)
 }

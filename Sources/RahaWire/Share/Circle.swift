@@ -105,8 +105,12 @@ public struct ShareService: Codable, Sendable, Hashable {
     public var sni: String
     /// SHA-256 of the self-signed certificate; nil when the sharer gave a real one.
     public var pin: [UInt8]?
+    /// The node's own address on its local network, for neighbours there
+    /// (invites carry it besides `host`); nil when it is the same.
+    public var lanHost: String?
 
-    public init(host: String, shadowsocksPort: UInt16, trojanPort: UInt16, sni: String, pin: [UInt8]?) {
+    public init(host: String, shadowsocksPort: UInt16, trojanPort: UInt16, sni: String, pin: [UInt8]?, lanHost: String? = nil) {
+        self.lanHost = lanHost
         self.host = host
         self.shadowsocksPort = shadowsocksPort
         self.trojanPort = trojanPort
@@ -206,10 +210,25 @@ public struct Circle: Codable, Sendable {
         if let seen { invitees[index].usage.lastSeen = seen }
     }
 
-    /// The invite of an active invitee.
+    /// The invite of an active invitee. Its bundle also reaches the node on
+    /// its local network when the node has an address there of its own.
     public func invite(for invitee: Invitee) throws -> ShareInvite {
         let tag = "Raha share: \(invitee.name)"
-        let ssServer = try Endpoint(parsing: service.host, defaultPort: service.shadowsocksPort)
+        let (shadowsocks, trojan) = try keys(for: invitee, host: service.host, tag: tag)
+        var forApps = trojan
+        forApps.mux = false
+        forApps.pinnedCertificateSHA256 = nil
+        forApps.allowInsecure = service.pin != nil
+        var members = [trojan.uri, shadowsocks.uri]
+        if let lan = service.lanHost, lan != service.host {
+            let (lanShadowsocks, lanTrojan) = try keys(for: invitee, host: lan, tag: tag + " (local network)")
+            members += [lanTrojan.uri, lanShadowsocks.uri]
+        }
+        return ShareInvite(shadowsocks: shadowsocks, trojan: trojan, trojanForApps: forApps, bundle: try AccessBundle(members: members))
+    }
+
+    private func keys(for invitee: Invitee, host: String, tag: String) throws -> (ShadowsocksKey, TrojanKey) {
+        let ssServer = try Endpoint(parsing: host, defaultPort: service.shadowsocksPort)
         var trojanServer = ssServer
         trojanServer.port = service.trojanPort
         let shadowsocks = try ShadowsocksKey(method: ShareService.method, password: invitee.shadowsocksPassword, server: ssServer,
@@ -219,12 +238,7 @@ public struct Circle: Codable, Sendable {
         if case .domain = (try? Endpoint(parsing: service.sni, defaultPort: 443))?.host {} else { sni = nil }
         let trojan = try TrojanKey(password: invitee.trojanPassword, server: trojanServer, sni: sni,
                                    pinnedCertificateSHA256: service.pin, mux: true, tag: tag)
-        var forApps = trojan
-        forApps.mux = false
-        forApps.pinnedCertificateSHA256 = nil
-        forApps.allowInsecure = service.pin != nil
-        let bundle = try AccessBundle(members: [trojan.uri, shadowsocks.uri])
-        return ShareInvite(shadowsocks: shadowsocks, trojan: trojan, trojanForApps: forApps, bundle: bundle)
+        return (shadowsocks, trojan)
     }
 
     private func activeIndex(_ name: String) throws -> Int {

@@ -38,7 +38,7 @@ final class ShareNode: @unchecked Sendable {
     /// Starts the node (again), ready once it says where it shares.
     func start() throws {
         let process = try ManagedProcess("raha share", try Paths.rahaBinary(),
-                                         ["share", "--data", data, "--host", "127.0.0.1", "--allow-private"] + extra)
+                                         ["share", "--data", data, "--host", "127.0.0.1", "--lan", "none", "--allow-private"] + extra)
         self.process = process
         _ = try process.waitForLine(startingWith: "Sharing on 127.0.0.1")
     }
