@@ -46,11 +46,14 @@ public final class Bridge: @unchecked Sendable {
         /// A rendezvous: public ports that share nodes may ask this
         /// bridge's Trojan listeners to open for them.
         public var rendezvous: RendezvousTable?
+        /// A relay chain: streams leave through this dialer (another access key) instead of directly.
+        public var onward: StreamDialer?
 
         public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], dnsListeners: [DNSTunnelListener] = [],
                     policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120),
-                    share: ShareLedger? = nil, rendezvousLink: TrojanKey? = nil, rendezvous: RendezvousTable? = nil) {
+                    share: ShareLedger? = nil, rendezvousLink: TrojanKey? = nil, rendezvous: RendezvousTable? = nil, onward: StreamDialer? = nil) {
             self.share = share
+            self.onward = onward
             self.rendezvousLink = rendezvousLink
             self.rendezvous = rendezvous
             self.listeners = listeners
@@ -85,7 +88,7 @@ public final class Bridge: @unchecked Sendable {
     public private(set) var dnsBoundAddresses: [SocketAddress] = []
 
     public func start() async throws {
-        let exit = Exit(policy: configuration.policy, threadPool: threadPool)
+        let exit = Exit(policy: configuration.policy, threadPool: threadPool, onward: configuration.onward)
         let ledger = configuration.share
         for key in configuration.listeners {
             let roster = try ledger?.roster ?? ClientRoster(shadowsocks: ShadowsocksCredential(method: key.method, password: key.password))

@@ -12,31 +12,46 @@ import RahaWire
 /// Opens the bridge's side of a proxied stream: resolves the destination
 /// (off the event loop), applies the exit policy to every address, and
 /// connects to the first allowed one that answers.
+///
+/// In a relay chain (`onward` set: a domestic relay in front of a bridge
+/// abroad) streams go on through that access key instead: names are
+/// resolved at the far end, never here, and address literals still meet
+/// this bridge's policy. UDP is not carried onward.
 public struct Exit: Sendable {
     public var policy: ExitPolicy
     public var connectTimeout: TimeAmount
+    public var onward: StreamDialer?
     let threadPool: NIOThreadPool
 
-    public init(policy: ExitPolicy, threadPool: NIOThreadPool, connectTimeout: TimeAmount = .seconds(10)) {
+    public init(policy: ExitPolicy, threadPool: NIOThreadPool, connectTimeout: TimeAmount = .seconds(10), onward: StreamDialer? = nil) {
         self.policy = policy
         self.threadPool = threadPool
         self.connectTimeout = connectTimeout
+        self.onward = onward
     }
 
     public enum ExitError: Error, CustomStringConvertible {
         case refusedByPolicy
         case unresolvable
+        case udpNotRelayed
         public var description: String {
             switch self {
             case .refusedByPolicy: return "the destination is a private, loopback or link-local address, which this bridge refuses (start it with --allow-private to allow)"
             case .unresolvable: return "the destination name did not resolve"
+            case .udpNotRelayed: return "UDP does not go on through a relay chain (--via): only TCP streams do"
             }
         }
     }
 
-    /// Connects to `target`. `initializer` sets up the new channel's pipeline.
+    /// Connects to `target`, directly or through the onward key.
     public func connect(to target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        resolve(target, on: eventLoop).flatMap { addresses in
+        if let onward {
+            if let literal = try? SocketAddress(ipAddress: target.hostText, port: Int(target.port)), !policy.allows(literal) {
+                return eventLoop.makeFailedFuture(ExitError.refusedByPolicy)
+            }
+            return onward.dial(target, on: eventLoop)
+        }
+        return resolve(target, on: eventLoop).flatMap { addresses in
             let allowed = addresses.filter { policy.allows($0) }
             guard !allowed.isEmpty else {
                 return eventLoop.makeFailedFuture(addresses.isEmpty ? ExitError.unresolvable : ExitError.refusedByPolicy)

@@ -44,6 +44,10 @@ final class UDPExitSocket {
     func send(_ payload: ByteBuffer, to target: Endpoint) {
         eventLoop.preconditionInEventLoop()
         guard !closed, !refused.contains(target) else { return }
+        guard exit.onward == nil else {
+            onRefused?(.udpNotRelayed)
+            return
+        }
         if let channel, let address = resolved[target] {
             write(payload, to: address, on: channel)
             return

@@ -60,6 +60,9 @@ struct BridgeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Be a rendezvous for share nodes behind NAT: public ports (e.g. 8388,8443 or 20000-30000) they may ask for over this bridge's Trojan listener.", valueName: "ports"))
     var rendezvous: String?
 
+    @Option(help: ArgumentHelp("Relay chain: streams leave through this access key (ss://, trojan:// or dns://, e.g. of a bridge abroad) instead of directly; names are resolved at the far end. TCP only.", valueName: "key"))
+    var via: String?
+
     @Option(help: "Seconds before an idle connection closes (failed handshakes close after the same time).")
     var idleTimeout: Int64 = 300
 
@@ -120,7 +123,7 @@ struct BridgeCommand: AsyncParsableCommand {
         }
         let bridge = Bridge(
             configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
-                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable),
+                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable, onward: try via.map(onwardDialer)),
             group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
@@ -155,6 +158,7 @@ struct BridgeCommand: AsyncParsableCommand {
             print("Access key: paste it into `raha connect` (add &resolver=udp://IP:53 to name a resolver; default: the system's):")
             printAccessKey(key.text, qr: !noQR)
         }
+        if let via { print("Relay chain: every stream goes on through \(describeAccessKey(try AccessKey(via)))") }
         if let rendezvous {
             print("Rendezvous: share nodes behind NAT may open ports \(rendezvous) here. Give a sharer the Trojan key above: raha share --rendezvous 'trojan://…'")
         }
@@ -225,6 +229,11 @@ struct BridgeCommand: AsyncParsableCommand {
     }
 
     private func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
+}
+
+/// The dialer of `--via KEY` (a relay chain's next hop).
+func onwardDialer(_ text: String) throws -> StreamDialer {
+    do { return try makeDialer(text) } catch { throw UsageFailure("--via: \(error)") }
 }
 
 /// The first up, non-loopback IPv4 address of this machine, if any.

@@ -85,6 +85,9 @@ struct ShareCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Behind NAT (Starlink, mobile carriers): the Trojan key of a rendezvous bridge (`raha bridge … --rendezvous PORTS`) to reach invitees through. Invites then name the rendezvous's address.", valueName: "trojan-key"))
         var rendezvous: String?
 
+        @Option(help: ArgumentHelp("Relay chain: invitees' streams leave through this access key instead of directly (TCP only).", valueName: "key"))
+        var via: String?
+
         @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: invitees cannot reach your own network).")
         var allowPrivate = false
 
@@ -147,7 +150,8 @@ struct ShareCommand: AsyncParsableCommand {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
             let bridge = Bridge(
                 configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)],
-                                     policy: ExitPolicy(allowPrivate: allowPrivate), share: ledger, rendezvousLink: link),
+                                     policy: ExitPolicy(allowPrivate: allowPrivate), share: ledger, rendezvousLink: link,
+                                     onward: try via.map(onwardDialer)),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
                 try await bridge.start()

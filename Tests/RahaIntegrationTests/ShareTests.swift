@@ -80,6 +80,25 @@ extension RahaIntegration {
             #expect(after.status != 0, "a revoked invitee's datagrams were still echoed: \(after.output)")
         }
 
+        @Test("Relay chain: raha bridge --via sends every stream on through Debian's ss-server (the bridge abroad), and nothing gets out once that is gone")
+        func relayChain() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let method = "chacha20-ietf-poly1305", password = randomPassword()
+            let (abroad, abroadPort) = try Peers.ssServer(method: method, password: password)
+            running.add(abroad)
+            let (relay, keys) = try Peers.bridge([ssURI(method: "aes-256-gcm", password: randomPassword(), port: try Ports.free())],
+                                                 extra: ["--via", ssURI(method: method, password: password, port: abroadPort)])
+            running.add(relay)
+            try relay.waitForLine(startingWith: "Relay chain: every stream goes on through ss")
+            let (connect, port) = try Peers.connect([try #require(keys.first)])
+            running.add(connect)
+            try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(port)"], via: "raha connect → raha bridge --via → ss-server", processes: [relay, abroad])
+            abroad.stop()
+            let cut = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(port)", try Origin.shared().smallURL], maxTime: 15)
+            #expect(cut.status != 0, "the relay reached the destination without the bridge abroad")
+        }
+
         @Test("raha share revoke closes the revoked invitee's open connection on its next request, leaves another invitee's alone, and a new invite makes new keys")
         func revocationCutsOpenConnections() throws {
             let running = Processes()
