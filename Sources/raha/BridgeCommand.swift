@@ -39,12 +39,6 @@ struct BridgeCommand: AsyncParsableCommand {
     @Argument(help: "Listeners as access keys (ss://… or trojan://…) or dns://ZONE@ADDRESS:PORT. Default: the stored default listener.")
     var listeners: [String] = []
 
-    @Option(help: "TLS certificate chain (PEM) for Trojan listeners. Default: a self-signed one, pinned in the printed keys.")
-    var cert: String?
-
-    @Option(help: "The private key (PEM, mode 0600) that goes with --cert.")
-    var key: String?
-
     @Option(help: "HOST:PORT of the web site that probes and browsers see on Trojan listeners (e.g. a local nginx). Default: a static site of the bridge's own.")
     var fallback: String?
 
@@ -54,14 +48,8 @@ struct BridgeCommand: AsyncParsableCommand {
     @Option(help: "Public address or name to put in printed access keys (default: this machine's first non-loopback address).")
     var host: String?
 
-    @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: the bridge is not a door into its own network).")
-    var allowPrivate = false
-
     @Option(help: ArgumentHelp("Be a rendezvous for share nodes behind NAT: public ports (e.g. 8388,8443 or 20000-30000) they may ask for over this bridge's Trojan listener.", valueName: "ports"))
     var rendezvous: String?
-
-    @Option(help: ArgumentHelp("Relay chain: streams leave through this access key (ss://, trojan:// or dns://, e.g. of a bridge abroad) instead of directly; names are resolved at the far end. TCP only.", valueName: "key"))
-    var via: String?
 
     @Option(help: "Seconds before an idle connection closes (failed handshakes close after the same time).")
     var idleTimeout: Int64 = 300
@@ -69,14 +57,8 @@ struct BridgeCommand: AsyncParsableCommand {
     @Flag(help: "Print only the key text, no QR code.")
     var noQR = false
 
-    @Option(help: "Event-loop threads (default: one per core).")
-    var threads: Int?
-
+    @OptionGroup var serving: ServingOptions
     @OptionGroup var logging: LoggingOptions
-
-    func validate() throws {
-        guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
-    }
 
     func run() async throws {
         raiseDescriptorLimit()
@@ -122,9 +104,9 @@ struct BridgeCommand: AsyncParsableCommand {
             do { rendezvousTable = RendezvousTable(ports: try Rendezvous.parsePorts(rendezvous), logger: logger) } catch { throw UsageFailure("--rendezvous: \(error)") }
         }
         let bridge = Bridge(
-            configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: ExitPolicy(allowPrivate: allowPrivate),
-                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable, onward: try via.map(onwardDialer)),
-            group: MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount), threadPool: NIOThreadPool.singleton, logger: logger)
+            configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: serving.policy,
+                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable, onward: try serving.onward()),
+            group: serving.eventLoops(), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
         for (key, bound) in zip(keys, bridge.boundAddresses) {
@@ -158,7 +140,7 @@ struct BridgeCommand: AsyncParsableCommand {
             print("Access key: paste it into `raha connect` (add &resolver=udp://IP:53 to name a resolver; default: the system's):")
             printAccessKey(key.text, qr: !noQR)
         }
-        if let via { print("Relay chain: every stream goes on through \(describeAccessKey(try AccessKey(via)))") }
+        if let via = serving.via { print("Relay chain: every stream goes on through \(describeAccessKey(try AccessKey(via)))") }
         if let rendezvous {
             print("Rendezvous: share nodes behind NAT may open ports \(rendezvous) here. Give a sharer the Trojan key above: raha share --rendezvous 'trojan://…'")
         }
@@ -193,16 +175,7 @@ struct BridgeCommand: AsyncParsableCommand {
     private func trojanListener(_ key: TrojanKey, advertised: String, directory: DataDirectory) throws -> TrojanListener {
         var identity: TLSIdentity?
         if key.tls {
-            do {
-                if let cert, let keyFile = self.key {
-                    identity = try TLSIdentity.load(certificateFile: cert, keyFile: keyFile)
-                } else {
-                    let name = key.serverName ?? (isWildcard(key.server.hostText) ? advertised : key.server.hostText)
-                    let (made, created) = try TLSIdentity.loadOrCreateSelfSigned(name: name, in: directory)
-                    if created { print("Made a self-signed TLS certificate for \(name) in \(directory.path)") }
-                    identity = made
-                }
-            } catch { throw UsageFailure("\(error)") }
+            identity = try serving.identity(name: key.serverName ?? (isWildcard(key.server.hostText) ? advertised : key.server.hostText), in: directory)
         }
         var site: SocketAddress?
         if let fallback {
@@ -231,9 +204,47 @@ struct BridgeCommand: AsyncParsableCommand {
     private func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
 }
 
-/// The dialer of `--via KEY` (a relay chain's next hop).
-func onwardDialer(_ text: String) throws -> StreamDialer {
-    do { return try makeDialer(text) } catch { throw UsageFailure("--via: \(error)") }
+/// What every serving command (`raha bridge`, `raha share`) takes: its
+/// certificate, its exit, its threads.
+struct ServingOptions: ParsableArguments {
+    @Option(help: "TLS certificate chain (PEM) for Trojan. Default: a self-signed one, pinned in the printed keys.")
+    var cert: String?
+
+    @Option(help: "The private key (PEM, mode 0600) that goes with --cert.")
+    var key: String?
+
+    @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: the bridge is not a door into its own network).")
+    var allowPrivate = false
+
+    @Option(help: ArgumentHelp("Relay chain: streams leave through this access key (ss://, trojan:// or dns://, e.g. of a bridge abroad) instead of directly; names are resolved at the far end. TCP only.", valueName: "key"))
+    var via: String?
+
+    @Option(help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
+    func validate() throws {
+        guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
+    }
+
+    var policy: ExitPolicy { ExitPolicy(allowPrivate: allowPrivate) }
+
+    func eventLoops() -> MultiThreadedEventLoopGroup { MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount) }
+
+    /// The dialer of `--via KEY` (a relay chain's next hop), if given.
+    func onward() throws -> StreamDialer? {
+        guard let via else { return nil }
+        do { return try makeDialer(via) } catch { throw UsageFailure("--via: \(error)") }
+    }
+
+    /// The certificate given, or the self-signed one for `name` kept in `directory` (made the first time).
+    func identity(name: String, in directory: DataDirectory) throws -> TLSIdentity {
+        do {
+            if let cert, let key { return try TLSIdentity.load(certificateFile: cert, keyFile: key) }
+            let (made, created) = try TLSIdentity.loadOrCreateSelfSigned(name: name, in: directory)
+            if created { print("Made a self-signed TLS certificate for \(name) in \(directory.path)") }
+            return made
+        } catch { throw UsageFailure("\(error)") }
+    }
 }
 
 /// The first up, non-loopback IPv4 address of this machine, if any.

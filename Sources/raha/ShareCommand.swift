@@ -73,32 +73,14 @@ struct ShareCommand: AsyncParsableCommand {
         @Option(help: "The name in the TLS handshake and certificate (default: --host).")
         var sni: String?
 
-        @Option(help: "TLS certificate chain (PEM). Default: a self-signed one, pinned in invites for raha connect.")
-        var cert: String?
-
-        @Option(help: "The private key (PEM, mode 0600) that goes with --cert.")
-        var key: String?
-
         @Option(help: "Cap on all invitees together, each direction, in bit/s (e.g. 20M), shared fairly among them; keeps room for your own use. 'none' removes it.")
         var totalRate: String?
 
         @Option(help: ArgumentHelp("Behind NAT (Starlink, mobile carriers): the Trojan key of a rendezvous bridge (`raha bridge … --rendezvous PORTS`) to reach invitees through. Invites then name the rendezvous's address.", valueName: "trojan-key"))
         var rendezvous: String?
 
-        @Option(help: ArgumentHelp("Relay chain: invitees' streams leave through this access key instead of directly (TCP only).", valueName: "key"))
-        var via: String?
-
-        @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: invitees cannot reach your own network).")
-        var allowPrivate = false
-
-        @Option(help: "Event-loop threads (default: one per core).")
-        var threads: Int?
-
+        @OptionGroup var serving: ServingOptions
         @OptionGroup var logging: LoggingOptions
-
-        func validate() throws {
-            guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
-        }
 
         func run() async throws {
             raiseDescriptorLimit()
@@ -128,14 +110,7 @@ struct ShareCommand: AsyncParsableCommand {
             if let trojanPort { circle.service.trojanPort = trojanPort }
             if let sni { circle.service.sni = sni } else if circle.service.sni.isEmpty { circle.service.sni = circle.service.host }
             if let totalRate { circle.totalRate = try parseSetting(totalRate, Quantity.parseRate, "--total-rate").value }
-            let identity: TLSIdentity
-            do {
-                if let cert, let key {
-                    identity = try TLSIdentity.load(certificateFile: cert, keyFile: key)
-                } else {
-                    identity = try TLSIdentity.loadOrCreateSelfSigned(name: circle.service.sni, in: directory).identity
-                }
-            } catch { throw UsageFailure("\(error)") }
+            let identity = try serving.identity(name: circle.service.sni, in: directory)
             circle.service.pin = identity.selfSigned ? identity.fingerprint : nil
 
             let ledger = ShareLedger(circle: circle, directory: directory)
@@ -147,11 +122,10 @@ struct ShareCommand: AsyncParsableCommand {
             // The listeners' own passwords are never used: the circle's are.
             let ssKey = ShadowsocksKey.generate(method: .chacha20IETFPoly1305, server: ssListen)
             let trojanKey = TrojanKey.generate(server: trojanListen, sni: circle.service.sni)
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
+            let group = serving.eventLoops()
             let bridge = Bridge(
                 configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)],
-                                     policy: ExitPolicy(allowPrivate: allowPrivate), share: ledger, rendezvousLink: link,
-                                     onward: try via.map(onwardDialer)),
+                                     policy: serving.policy, share: ledger, rendezvousLink: link, onward: try serving.onward()),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
                 try await bridge.start()

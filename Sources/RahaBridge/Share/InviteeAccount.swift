@@ -13,6 +13,8 @@ public final class InviteeAccount: @unchecked Sendable {
 
     public let name: String
     private let lock = NIOLock()
+    /// The cap on all invitees together, shared by every account.
+    private let total: TotalRate
 
     // Everything below is guarded by `lock`.
     private var limits: ShareLimits
@@ -34,8 +36,9 @@ public final class InviteeAccount: @unchecked Sendable {
     private var waitedUp = false
     private var waitedDown = false
 
-    init(invitee: Invitee, now: Date) {
+    init(invitee: Invitee, total: TotalRate, now: Date) {
         name = invitee.name
+        self.total = total
         limits = invitee.limits
         active = invitee.isActive
         recordedThisMonth = invitee.usage.month == ShareUsage.month(of: now) ? invitee.usage.total : 0
@@ -51,30 +54,21 @@ public final class InviteeAccount: @unchecked Sendable {
     public var mayUse: Bool { lock.withLock { active && !overQuota } }
 
     /// Registers a connection from the invitee, to be cut off with the rest.
-    func attach(connection: Channel) -> Bool {
-        let admitted = lock.withLock {
-            guard active && !overQuota else { return false }
-            connections[ObjectIdentifier(connection)] = connection
-            seen = Date()
-            return true
-        }
-        if admitted {
-            connection.closeFuture.whenComplete { [self] _ in lock.withLock { connections[ObjectIdentifier(connection)] = nil } }
-        }
-        return admitted
-    }
+    func attach(connection: Channel) -> Bool { register(connection, in: \.connections, limited: false) }
 
     /// Admits one more proxied stream, unless the invitee is cut off or at their connection limit.
-    func admit(stream: Channel) -> Bool {
+    func admit(stream: Channel) -> Bool { register(stream, in: \.streams, limited: true) }
+
+    private func register(_ channel: Channel, in set: ReferenceWritableKeyPath<InviteeAccount, [ObjectIdentifier: Channel]>, limited: Bool) -> Bool {
         let admitted = lock.withLock {
             guard active && !overQuota else { return false }
-            if let max = limits.maxConnections, streams.count >= max { return false }
-            streams[ObjectIdentifier(stream)] = stream
+            if limited, let max = limits.maxConnections, self[keyPath: set].count >= max { return false }
+            self[keyPath: set][ObjectIdentifier(channel)] = channel
             seen = Date()
             return true
         }
         if admitted {
-            stream.closeFuture.whenComplete { [self] _ in lock.withLock { streams[ObjectIdentifier(stream)] = nil } }
+            channel.closeFuture.whenComplete { [self] _ in lock.withLock { self[keyPath: set][ObjectIdentifier(channel)] = nil } }
         }
         return admitted
     }
@@ -84,6 +78,7 @@ public final class InviteeAccount: @unchecked Sendable {
     /// Counts bytes moved; false when the invitee must now be cut off
     /// (revoked, or this month's quota reached), which the caller does by closing.
     func count(_ bytes: Int, _ direction: Direction) -> Bool {
+        total.take(bytes, direction)
         let (allowed, reachedQuota) = lock.withLock {
             let now = DispatchTime.now().uptimeNanoseconds
             switch direction {
@@ -102,17 +97,19 @@ public final class InviteeAccount: @unchecked Sendable {
         return allowed
     }
 
-    /// How long a read in `direction` must wait for the invitee's rate; nil when it may go now.
+    /// How long a read in `direction` must wait for the invitee's rate and
+    /// the total cap; nil when it may go now.
     func delay(_ direction: Direction) -> TimeAmount? {
-        lock.withLock {
+        let totalWait = total.wait(direction)
+        return lock.withLock {
             let now = DispatchTime.now().uptimeNanoseconds
             let wait: UInt64
             switch direction {
             case .up:
-                wait = up?.wait(now: now) ?? 0
+                wait = max(up?.wait(now: now) ?? 0, totalWait)
                 if wait > 0 { waitedUp = true }
             case .down:
-                wait = down?.wait(now: now) ?? 0
+                wait = max(down?.wait(now: now) ?? 0, totalWait)
                 if wait > 0 { waitedDown = true }
             }
             return wait == 0 ? nil : .nanoseconds(Int64(wait))
@@ -168,5 +165,42 @@ public final class InviteeAccount: @unchecked Sendable {
             adjust(&up, upRate)
             adjust(&down, downRate)
         }
+    }
+}
+
+/// The total cap on all invitees together, each direction: a hard ceiling
+/// under the fair shares (which decide who gets what within it), so people
+/// starting at once cannot overshoot it while the shares catch up.
+final class TotalRate: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var up: RateBucket?
+    private var down: RateBucket?
+
+    /// Bytes per second each direction; nil for no cap.
+    func set(_ rate: Int64?) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        lock.withLock {
+            for direction in [InviteeAccount.Direction.up, .down] {
+                var bucket = direction == .up ? up : down
+                if let rate {
+                    if bucket == nil { bucket = RateBucket(bytesPerSecond: rate, now: now) } else if bucket!.rate != Double(rate) { bucket!.setRate(rate, now: now) }
+                } else {
+                    bucket = nil
+                }
+                if direction == .up { up = bucket } else { down = bucket }
+            }
+        }
+    }
+
+    func take(_ bytes: Int, _ direction: InviteeAccount.Direction) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        lock.withLock {
+            if direction == .up { up?.take(bytes, now: now) } else { down?.take(bytes, now: now) }
+        }
+    }
+
+    func wait(_ direction: InviteeAccount.Direction) -> UInt64 {
+        let now = DispatchTime.now().uptimeNanoseconds
+        return lock.withLock { (direction == .up ? up?.wait(now: now) : down?.wait(now: now)) ?? 0 }
     }
 }

@@ -49,6 +49,7 @@ public final class ShareLedger: @unchecked Sendable {
     static let ticksPerRecord = 50
 
     public let roster = ClientRoster()
+    private let total = TotalRate()
     private let directory: DataDirectory
     private let lock = NIOLock()
     // Guarded by `lock`:
@@ -184,7 +185,7 @@ public final class ShareLedger: @unchecked Sendable {
                 if let account = accounts[invitee.name] {
                     updates.append((account, invitee))
                 } else {
-                    accounts[invitee.name] = InviteeAccount(invitee: invitee, now: now)
+                    accounts[invitee.name] = InviteeAccount(invitee: invitee, total: total, now: now)
                 }
                 guard invitee.isActive else { continue }
                 // The password is random, never empty: the credential cannot fail.
@@ -229,6 +230,7 @@ public final class ShareLedger: @unchecked Sendable {
     /// their max-min fair share of it (which never exceeds their own cap).
     private func divideTotal() {
         let (total, accounts) = lock.withLock { (circle.totalRate, Array(self.accounts.values)) }
+        self.total.set(total)
         let activity = accounts.map { $0.tick() }
         guard let total else {
             for (account, seen) in zip(accounts, activity) { account.setRates(up: seen.rate, down: seen.rate) }
@@ -244,7 +246,10 @@ public final class ShareLedger: @unchecked Sendable {
                 let want = waited(index) ? .infinity : Double(bytes(index)) / seconds * 1.5 + 65_536
                 return min(cap, want)
             }
-            let divided = FairShare.divide(Double(total), among: wants)
+            // The shares add up to a little under the cap, so each person's own
+            // share is what holds them back, not the shared ceiling (where
+            // more connections would mean more turns).
+            let divided = FairShare.divide(Double(total) * 0.95, among: wants)
             // Someone starting now gets what one more user would.
             let newcomer = Double(total) / Double(using.count + 1)
             var out = accounts.indices.map { index in Int64(min(activity[index].rate.map(Double.init) ?? .infinity, newcomer)) }
