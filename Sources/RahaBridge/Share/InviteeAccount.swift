@@ -35,6 +35,9 @@ public final class InviteeAccount: @unchecked Sendable {
     private var tickDown: Int64 = 0
     private var waitedUp = false
     private var waitedDown = false
+    /// Reads held back right now, each way.
+    private var heldUp = 0
+    private var heldDown = 0
 
     init(invitee: Invitee, total: TotalRate, now: Date) {
         name = invitee.name
@@ -146,11 +149,20 @@ public final class InviteeAccount: @unchecked Sendable {
         lock.withLock { recordedThisMonth = total }
     }
 
-    /// What the invitee did since the last tick: bytes each way, and whether a read had to wait.
+    /// What the invitee did since the last tick: bytes each way, and whether
+    /// they were held back (a read had to wait, or one is waiting now: a
+    /// throttled reader may sleep through a whole tick without asking).
     func tick() -> (up: Int64, down: Int64, waitedUp: Bool, waitedDown: Bool, rate: Int64?) {
         lock.withLock {
             defer { tickUp = 0; tickDown = 0; waitedUp = false; waitedDown = false }
-            return (tickUp, tickDown, waitedUp, waitedDown, limits.rate)
+            return (tickUp, tickDown, waitedUp || heldUp > 0, waitedDown || heldDown > 0, limits.rate)
+        }
+    }
+
+    /// A pacer started (+1) or ended (-1) holding back a read.
+    func holding(_ direction: Direction, _ change: Int) {
+        lock.withLock {
+            if direction == .up { heldUp += change } else { heldDown += change }
         }
     }
 

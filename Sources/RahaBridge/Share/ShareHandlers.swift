@@ -81,16 +81,18 @@ final class SharePacer: ChannelOutboundHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        guard let delay = account()?.delay(direction) else {
+        guard let account = account(), let delay = account.delay(direction) else {
             context.read()
             return
         }
         guard !readScheduled else { return }
         readScheduled = true
+        account.holding(direction, 1)
         let box = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: delay) {
             let (pacer, context) = box.value
             pacer.readScheduled = false
+            account.holding(pacer.direction, -1)
             pacer.read(context: context)
         }
     }
