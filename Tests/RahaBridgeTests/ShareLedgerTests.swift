@@ -75,6 +75,19 @@ import RahaWire
         #expect(try dara.mayUse && dara.admit(stream: try openChannel()))
     }
 
+    @Test func aQuotaReachedLastMonthNoLongerHoldsWhenTheMonthTurns() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory.path) }
+        let ledger = ShareLedger(circle: Circle(service: Self.service), directory: directory)
+        _ = ledger.handle(.invite(name: "Dara", limits: ShareLimits(monthlyQuota: 1_000_000)))
+        let dara = try #require(ledger.account(for: "Dara"))
+        #expect(!dara.count(1_000_000, .down))
+        ledger.record()
+        #expect(!dara.mayUse, "the quota stopped holding within the month")
+        ledger.record(at: Date().addingTimeInterval(32 * 86_400))
+        #expect(dara.mayUse, "a new month did not lift last month's quota")
+    }
+
     @Test func theCircleIsSavedPrivatelyAndABrokenFileIsExplained() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory.path) }

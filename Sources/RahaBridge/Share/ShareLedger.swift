@@ -213,15 +213,20 @@ public final class ShareLedger: @unchecked Sendable {
         }
     }
 
-    /// Moves every account's unrecorded traffic into the circle.
-    private func record() {
+    /// Moves every account's unrecorded traffic into the circle, and tells
+    /// each account this month's total (which starts again at 0 when the
+    /// month turns, so a quota reached last month no longer holds).
+    func record(at now: Date = Date()) {
+        let month = ShareUsage.month(of: now)
         lock.withLock {
             for (name, account) in accounts {
                 let (up, down, seen) = account.takeUnrecorded()
-                guard up > 0 || down > 0 || seen != nil else { continue }
-                circle.record(name, up: up, down: down, seen: seen)
-                account.recorded(thisMonth: circle.invitee(named: name)?.usage.total ?? 0)
-                dirty = true
+                if up > 0 || down > 0 || seen != nil {
+                    circle.record(name, up: up, down: down, seen: seen)
+                    dirty = true
+                }
+                let usage = circle.invitee(named: name)?.usage
+                account.recorded(thisMonth: usage?.month == month ? usage!.total : 0)
             }
         }
     }
