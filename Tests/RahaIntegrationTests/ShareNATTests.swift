@@ -17,7 +17,16 @@ extension RahaIntegration {
             }
             """
 
-        @Test("Invitees reach a share node behind NAT through a rendezvous (raha connect and ss-local), neighbours reach it on the local network, and the rendezvous learns no destination")
+        /// Waits (bounded by the hang guard) until `process` has printed `text` on `times` lines.
+        static func waitUntil(_ process: ManagedProcess, says text: String, times: Int) throws {
+            let deadline = Date().addingTimeInterval(ManagedProcess.hangGuard)
+            while process.output.components(separatedBy: text).count - 1 < times {
+                guard Date() < deadline else { throw TestFailure("\(process.name) did not say “\(text)” \(times) times: \(process.output)") }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+
+        @Test("Invitees reach a share node behind NAT through a rendezvous (raha connect and ss-local), neighbours reach it on the local network, it links again after a restart, and the rendezvous learns no destination")
         func rendezvousAndLocalNetwork() throws {
             let net = try TestNamespaces("share", ["public", "router", "home"])
             let (outside, router, home) = (net.names[0], net.names[1], net.names[2])
@@ -102,6 +111,14 @@ extension RahaIntegration {
                                                                serverHost: "10.77.0.2", namespace: router)
             running.add(neighbour)
             try fetch(in: router, socksPort: neighbourPort, via: "a neighbour's ss-local on the local network")
+
+            // The share node restarts (a power cut at home): it links again, and the same invite works.
+            node.stop()
+            let again = try net.start("raha share (again)", in: home, raha,
+                                      ["share", "--data", nodeData, "--rendezvous", rendezvousKey, "--lan", "10.77.0.2", "--allow-private"])
+            running.add(again)
+            try Self.waitUntil(rendezvous, says: "a share node is reachable", times: 4)
+            try fetch(in: outside, socksPort: ssPort, via: "ss-local through the rendezvous after the share node restarted")
 
             // The rendezvous carried ciphertext only: it never learned where anyone went.
             for destination in ["share.bin", "small.txt", ":8080"] {
