@@ -101,9 +101,10 @@ struct ShareCommand: AsyncParsableCommand {
                 circle.service.host = host
             } else if let link {
                 circle.service.host = link.server.hostText
-            } else if circle.service.host.isEmpty {
+            } else if circle.service.host.isEmpty || circle.service.hostIsRendezvous == true {
                 circle.service.host = lan ?? "127.0.0.1"
             }
+            circle.service.hostIsRendezvous = host == nil && link != nil
             // Neighbours on the local network reach the node there too (it sends no beacon: they learn the address from the invite).
             circle.service.lanHost = lan == circle.service.host ? nil : lan
             if let shadowsocksPort { circle.service.shadowsocksPort = shadowsocksPort }

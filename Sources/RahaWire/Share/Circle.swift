@@ -108,6 +108,8 @@ public struct ShareService: Codable, Sendable, Hashable {
     /// The node's own address on its local network, for neighbours there
     /// (invites carry it besides `host`); nil when it is the same.
     public var lanHost: String?
+    /// `host` is a rendezvous's address (not to be kept once the node runs without it).
+    public var hostIsRendezvous: Bool?
 
     public init(host: String, shadowsocksPort: UInt16, trojanPort: UInt16, sni: String, pin: [UInt8]?, lanHost: String? = nil) {
         self.lanHost = lanHost
