@@ -129,7 +129,7 @@ public final class Bridge: @unchecked Sendable {
             trojanBoundAddresses.append(channel.localAddress!)
         }
         for listener in configuration.dnsListeners {
-            let server = DNSTunnelServer(listener: listener, eventLoop: group.next(), exit: exit, logger: logger)
+            let server = DNSTunnelServer(listener: listener, eventLoop: group.next(), exit: exit, share: ledger, logger: logger)
             dnsServers.append(server)
             dnsBoundAddresses.append(try await server.start(group: group))
         }

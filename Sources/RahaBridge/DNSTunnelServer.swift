@@ -37,6 +37,8 @@ final class DNSTunnelServer {
     private let listener: DNSTunnelListener
     private let eventLoop: EventLoop
     private let exit: Exit
+    /// A share node's circle: each session first names its invitee.
+    private let share: ShareLedger?
     private let logger: Logger
     private var sessions: [UInt64: Entry] = [:]
     private var sweeper: RepeatedTask?
@@ -67,7 +69,8 @@ final class DNSTunnelServer {
         }
     }
 
-    init(listener: DNSTunnelListener, eventLoop: EventLoop, exit: Exit, logger: Logger) {
+    init(listener: DNSTunnelListener, eventLoop: EventLoop, exit: Exit, share: ShareLedger? = nil, logger: Logger) {
+        self.share = share
         self.listener = listener
         self.eventLoop = eventLoop
         self.exit = exit
@@ -177,12 +180,17 @@ final class DNSTunnelServer {
         } catch { return nil }
         let channel = TunnelChannel(eventLoop: eventLoop)
         let exit = self.exit, logger = self.logger
+        let slot = share.map { ShareSlot(ledger: $0) }
         let mux = MuxHandler(role: .server, configuration: MuxHandler.Configuration(padding: .off)) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger))
+                try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger, share: slot))
             }
         }
-        do { try channel.pipeline.syncOperations.addHandler(mux) } catch { return nil }
+        var handlers: [ChannelHandler] = []
+        if let slot {
+            handlers += [ShareMeter(slot: slot), SharePacer(direction: .up) { slot.account }, TunnelClientIdentity(slot: slot)]
+        }
+        do { try channel.pipeline.syncOperations.addHandlers(handlers + [mux]) } catch { return nil }
         let session = TunnelSession(channel: channel, arq: ARQConnection(session: segment.session, role: .server), noise: noise)
         let entry = Entry(session: session, lastSeen: now)
         session.wake = { [weak self, weak entry] in

@@ -11,15 +11,18 @@ public final class ClientRoster: Sendable {
         public let shadowsocks: ShadowsocksCredential?
         /// SHA-224 of the Trojan password, as hex digits (what the header carries).
         public let trojanHash: [UInt8]?
+        /// What the client sends first inside a DNS tunnel (`DNSTunnelKey.clientID`).
+        public let dnsID: [UInt8]?
 
-        public init(id: String, shadowsocks: ShadowsocksCredential? = nil, trojanPassword: String? = nil) {
+        public init(id: String, shadowsocks: ShadowsocksCredential? = nil, trojanPassword: String? = nil, dnsID: [UInt8]? = nil) {
             self.id = id
             self.shadowsocks = shadowsocks
             self.trojanHash = trojanPassword.map(Trojan.passwordHash)
+            self.dnsID = dnsID
         }
     }
 
-    private let box: NIOLockedValueBox<(shadowsocks: [Client], trojan: [Client])>
+    private let box: NIOLockedValueBox<(shadowsocks: [Client], trojan: [Client], dns: [Client])>
 
     public init(_ clients: [Client] = []) {
         box = NIOLockedValueBox(Self.split(clients))
@@ -44,9 +47,11 @@ public final class ClientRoster: Sendable {
     public var shadowsocks: [Client] { box.withLockedValue { $0.shadowsocks } }
     /// The clients with a Trojan password, in roster order.
     public var trojan: [Client] { box.withLockedValue { $0.trojan } }
+    /// The clients with a DNS tunnel ID, in roster order.
+    public var dns: [Client] { box.withLockedValue { $0.dns } }
 
-    private static func split(_ clients: [Client]) -> (shadowsocks: [Client], trojan: [Client]) {
-        (clients.filter { $0.shadowsocks != nil }, clients.filter { $0.trojanHash != nil })
+    private static func split(_ clients: [Client]) -> (shadowsocks: [Client], trojan: [Client], dns: [Client]) {
+        (clients.filter { $0.shadowsocks != nil }, clients.filter { $0.trojanHash != nil }, clients.filter { $0.dnsID != nil })
     }
 }
 

@@ -67,6 +67,9 @@ struct ShareCommand: AsyncParsableCommand {
         @Option(help: "Trojan (TLS) port (default: chosen at random the first time, then kept).")
         var trojanPort: UInt16?
 
+        @Option(help: ArgumentHelp("Also serve the DNS tunnel, for invitees where only DNS gets through: the zone delegated to this machine and where to answer, e.g. t.example.com@0.0.0.0:53. Invites' bundles then carry a dns:// key.", valueName: "zone@address:port"))
+        var dns: String?
+
         @Option(help: "This machine's address on its local network, which invites carry for neighbours there (default: detected; 'none' for none). Nothing is ever announced on the network.")
         var lan: String?
 
@@ -111,6 +114,17 @@ struct ShareCommand: AsyncParsableCommand {
             if let trojanPort { circle.service.trojanPort = trojanPort }
             if let sni { circle.service.sni = sni } else if circle.service.sni.isEmpty { circle.service.sni = circle.service.host }
             if let totalRate { circle.totalRate = try parseSetting(totalRate, Quantity.parseRate, "--total-rate").value }
+            var dnsListeners: [DNSTunnelListener] = []
+            circle.service.dnsZone = nil
+            circle.service.dnsPublicKey = nil
+            if let dns {
+                let (zone, address) = try BridgeCommand.dnsListener("dns://" + dns)
+                let keyPair: NoiseKeyPair
+                do { keyPair = try DNSTunnelIdentity.loadOrCreate(in: directory).keyPair } catch { throw UsageFailure("\(error)") }
+                dnsListeners = [DNSTunnelListener(zone: zone, address: address, keyPair: keyPair)]
+                circle.service.dnsZone = zone.displayText
+                circle.service.dnsPublicKey = keyPair.publicKey
+            }
             let identity = try serving.identity(name: circle.service.sni, in: directory)
             circle.service.pin = identity.selfSigned ? identity.fingerprint : nil
 
@@ -125,7 +139,7 @@ struct ShareCommand: AsyncParsableCommand {
             let trojanKey = TrojanKey.generate(server: trojanListen, sni: circle.service.sni)
             let group = serving.eventLoops()
             let bridge = Bridge(
-                configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)],
+                configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)], dnsListeners: dnsListeners,
                                      policy: serving.policy, share: ledger, rendezvousLink: link, onward: try serving.onward()),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
@@ -138,6 +152,9 @@ struct ShareCommand: AsyncParsableCommand {
             let service = circle.service
             let people = circle.invitees.filter(\.isActive).count
             print("Sharing on \(service.host): Shadowsocks on port \(service.shadowsocksPort) (TCP\(link == nil ? " and UDP" : "")), Trojan over TLS on port \(service.trojanPort)\(link == nil ? "" : " (through the rendezvous)")")
+            if let zone = service.dnsZone, let address = bridge.dnsBoundAddresses.first {
+                print("and the DNS tunnel for \(zone) on \(address.ipAddress ?? "?"):\(address.port ?? 0) (UDP and TCP; delegate the zone to this machine)")
+            }
             if let lanHost = service.lanHost { print("and on the local network at \(lanHost) (invites carry both; nothing is announced there)") }
             print("Circle: \(people) \(people == 1 ? "person" : "people")\(circle.totalRate.map { ", all together at most \(Quantity.formatRate($0))" } ?? "") (kept in \(directory.path))")
             print("Invite someone:  raha share invite NAME [--rate 2M] [--quota 20G] [--max-connections 16]")

@@ -80,6 +80,39 @@ extension RahaIntegration {
             #expect(after.status != 0, "a revoked invitee's datagrams were still echoed: \(after.output)")
         }
 
+        @Test("DNS tunnel: an invite's dns:// key reaches the share node through Debian's unbound, counted against the invitee; a key naming nobody, and a revoked invitee's, get nothing")
+        func dnsTunnelThroughTheShareNode() throws {
+            let running = Processes()
+            defer { running.stopAll() }
+            let zone = "t.share.test", dnsPort = try Ports.free()
+            let node = try ShareNode(extra: ["--dns", "\(zone)@127.0.0.1:\(dnsPort)"])
+            defer { node.stop() }
+            try node.process!.waitForLine(startingWith: "and the DNS tunnel for \(zone)")
+            let unbound = try Unbound(stubZones: [.init(zone: zone, server: "127.0.0.1@\(dnsPort)")], qnameMinimisation: true)
+            defer { unbound.stop() }
+            let invite = try node.invite("Parisa")
+            let member = try #require(try AccessBundle(parsing: invite.bundle).members.first { $0.hasPrefix("dns://") }, "the bundle has no dns:// key")
+            var key = try DNSTunnelKey(parsing: member)
+            #expect(key.clientID != nil, "the invite's dns:// key names nobody")
+            key.resolver = .udp(Endpoint(host: .ipv4([127, 0, 0, 1]), port: unbound.port))
+
+            let (connect, port) = try Peers.connect([key.text])
+            running.add(connect)
+            try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(port)"], via: "raha connect with the invite's dns:// key", processes: [connect, node.process!])
+            #expect(try node.listed("Parisa").usage.down >= Int64(try Origin.shared().big.count), "the tunnel's traffic was not counted against Parisa")
+
+            // The node's key without an invitee's ID gets no tunnel.
+            var nobody = key
+            nobody.clientID = nil
+            let (stranger, _) = try Peers.connect([nobody.text], extra: ["--probe-timeout", "5"])
+            running.add(stranger)
+            _ = try stranger.waitForLine(startingWith: "No transport got through: ")
+
+            try node.expectSuccess(["revoke", "Parisa"])
+            let cut = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(port)", try Origin.shared().smallURL], maxTime: 15)
+            #expect(cut.status != 0, "the revoked invitee's DNS tunnel still carried a request")
+        }
+
         @Test("Relay chain: raha bridge --via sends every stream on through Debian's ss-server (the bridge abroad), and nothing gets out once that is gone")
         func relayChain() throws {
             let running = Processes()

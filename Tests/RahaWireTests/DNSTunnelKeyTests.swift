@@ -82,6 +82,16 @@ import Testing
         #expect(doh.text.contains("resolver=doh%3A%2F%2Fdns.example.net%2Fdns-query"), "doh:// means https")
     }
 
+    @Test func aClientIDRoundTripsAndMustBe16Bytes() throws {
+        let id = Array(0..<16).map { UInt8($0 * 7) }
+        let key = try DNSTunnelKey(parsing: "dns://t.example.com?key=\(Self.keyText)&id=\(Base64.encode(id, urlSafe: true, padded: false))")
+        #expect(key.clientID == id)
+        #expect(try DNSTunnelKey(parsing: key.text) == key)
+        #expect(try DNSTunnelKey(parsing: "dns://t.example.com?key=\(Self.keyText)").clientID == nil)
+        #expect { try DNSTunnelKey(parsing: "dns://t.example.com?key=\(Self.keyText)&id=AAAA") } throws: { "\($0)".contains("id= must be 16 bytes") }
+        #expect { try DNSTunnelKey(parsing: "dns://t.example.com?key=\(Self.keyText)&id=%%%") } throws: { "\($0)".contains("id= must be 16 bytes") }
+    }
+
     @Test func everyErrorSaysWhatIsWrong() {
         let k = Self.keyText
         let cases: [(String, String)] = [

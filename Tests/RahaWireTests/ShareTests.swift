@@ -114,6 +114,20 @@ import Testing
         #expect(try ShadowsocksKey(parsing: invite.shadowsocks.uri).password == maryam.shadowsocksPassword)
     }
 
+    @Test func aNodeServingTheDNSTunnelPutsEachInviteesOwnKeyLastInTheBundle() throws {
+        var service = Self.service
+        service.dnsZone = "t.example.org"
+        service.dnsPublicKey = Array(repeating: 7, count: 32)
+        service.lanHost = "192.168.1.20"
+        var circle = Circle(service: service)
+        let maryam = try circle.invite("Maryam", limits: ShareLimits(), now: Self.now)
+        let reza = try circle.invite("Reza", limits: ShareLimits(), now: Self.now)
+        let members = try AccessBundle(parsing: try circle.invite(for: maryam).bundle.uri).members
+        #expect(members.count == 5 && members[2].contains("192.168.1.20") && members[4].hasPrefix("dns://t.example.org?"))
+        let dns = try DNSTunnelKey(parsing: members[4])
+        #expect(dns.clientID == Base64.decode(maryam.dnsID!) && dns.clientID != Base64.decode(reza.dnsID!))
+    }
+
     @Test func aRealCertificateNeedsNoInsecureAppKey() throws {
         var service = Self.service
         service.pin = nil

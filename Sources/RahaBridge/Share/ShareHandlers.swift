@@ -1,5 +1,6 @@
 import NIOCore
 import RahaTransport
+import RahaWire
 
 /// One connection's tie to the circle: set once the connection's codec
 /// has named the invitee. Shared by the connection's meter and exit
@@ -15,6 +16,34 @@ final class ShareSlot {
         guard let account = ledger.account(for: clientID), account.attach(connection: connection) else { return false }
         self.account = account
         return true
+    }
+}
+
+/// After the meter on a share node's DNS tunnel session: the client's ID
+/// (`DNSTunnelKey.clientID`, the first bytes inside the tunnel) ties the
+/// session to its invitee, as a codec's `ClientAuthenticatedEvent` does on
+/// a connection; a session naming nobody in the circle is closed.
+final class TunnelClientIdentity: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let slot: ShareSlot
+    private var start = ByteBuffer()
+
+    init(slot: ShareSlot) { self.slot = slot }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        start.writeBuffer(&bytes)
+        guard let id = start.readBytes(length: DNSTunnelKey.clientIDLength) else { return }
+        guard let client = slot.ledger.roster.dns.first(where: { $0.dnsID == id }),
+              slot.attach(clientID: client.id, connection: context.channel) else {
+            context.close(promise: nil)
+            return
+        }
+        let rest = start
+        start = ByteBuffer()
+        if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
 }
 

@@ -62,6 +62,8 @@ public final class ShareLedger: @unchecked Sendable {
     private var timer: RepeatedTask?
 
     public init(circle: Circle, directory: DataDirectory) {
+        var circle = circle
+        circle.giveEveryoneATunnelID()
         self.circle = circle
         self.directory = directory
         rebuild(now: Date())
@@ -190,7 +192,8 @@ public final class ShareLedger: @unchecked Sendable {
                 guard invitee.isActive else { continue }
                 // The password is random, never empty: the credential cannot fail.
                 let credential = try! ShadowsocksCredential(method: .chacha20IETFPoly1305, password: invitee.shadowsocksPassword)
-                clients.append(.init(id: invitee.name, shadowsocks: credential, trojanPassword: invitee.trojanPassword))
+                clients.append(.init(id: invitee.name, shadowsocks: credential, trojanPassword: invitee.trojanPassword,
+                                     dnsID: invitee.dnsID.flatMap { Base64.decode($0) }))
             }
             return (clients, updates)
         }

@@ -16,7 +16,11 @@ public final class DNSTunnelDialer: StreamDialer {
         // No padding: every byte costs queries here.
         let configuration = MuxHandler.Configuration(padding: .off)
         pool = MuxPool(configuration: configuration) { eventLoop in
-            DNSTunnelClient.open(key: key, on: eventLoop, handshakeTimeout: handshakeTimeout)
+            DNSTunnelClient.open(key: key, on: eventLoop, handshakeTimeout: handshakeTimeout).map { channel in
+                // A bridge that tells its clients apart reads who this is before anything else.
+                if let id = key.clientID { channel.writeAndFlush(ByteBuffer(bytes: id), promise: nil) }
+                return channel
+            }
         }
     }
 

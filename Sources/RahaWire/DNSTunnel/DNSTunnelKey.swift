@@ -28,6 +28,7 @@ public struct DNSTunnelKey: Hashable, Sendable {
     }
 
     public static let scheme = "dns://"
+    public static let clientIDLength = 16
     static let plainDNSPort: UInt16 = 53
     static let dotPort: UInt16 = 853
     static let defaultDoHPath = "/dns-query"
@@ -38,6 +39,9 @@ public struct DNSTunnelKey: Hashable, Sendable {
     public var publicKey: [UInt8]
     public var resolver: Resolver
     public var shaping: DNSTunnelShaping
+    /// Who is connecting, for a bridge that tells its clients apart (a share
+    /// node's invitee): 16 bytes sent first inside the encrypted tunnel.
+    public var clientID: [UInt8]?
     /// The #fragment name shown in apps.
     public var tag: String?
 
@@ -48,7 +52,11 @@ public struct DNSTunnelKey: Hashable, Sendable {
     /// https://host[:port][/path], which is stored with its path (default
     /// /dns-query).
     public init(zone: DNSName, publicKey: [UInt8], resolver: Resolver = .system,
-                shaping: DNSTunnelShaping = .default, tag: String? = nil) throws {
+                shaping: DNSTunnelShaping = .default, clientID: [UInt8]? = nil, tag: String? = nil) throws {
+        if let clientID, clientID.count != Self.clientIDLength {
+            throw WireError.badKey("dns:// key: id= must be \(Self.clientIDLength) bytes in base64url (22 characters); this one has \(clientID.count) bytes")
+        }
+        self.clientID = clientID
         guard !zone.labels.isEmpty else {
             throw WireError.badKey("dns:// key: the zone is the root; it must be the zone delegated to the bridge, e.g. dns://t.example.com?key=…")
         }
@@ -133,7 +141,14 @@ public struct DNSTunnelKey: Hashable, Sendable {
         let shaping = try DNSTunnelShaping(encoding: encoding, labelLength: label ?? DNSTunnelShaping.default.labelLength,
                                            maxNameLength: nameLength ?? DNSTunnelShaping.default.maxNameLength,
                                            queriesPerSecond: qps)
-        try self.init(zone: zone, publicKey: publicKey, resolver: resolver, shaping: shaping, tag: tag)
+        var clientID: [UInt8]?
+        if let text = parameters["id"], !text.isEmpty {
+            guard let bytes = Base64.decode(text) else {
+                throw WireError.badKey("dns:// key: id= must be \(Self.clientIDLength) bytes in base64url (22 characters); got \"\(Self.excerpt(text))\"")
+            }
+            clientID = bytes
+        }
+        try self.init(zone: zone, publicKey: publicKey, resolver: resolver, shaping: shaping, clientID: clientID, tag: tag)
     }
 
     // MARK: Output
@@ -143,6 +158,7 @@ public struct DNSTunnelKey: Hashable, Sendable {
     public var text: String {
         var out = Self.scheme + URIText.percentEncode(Array(Self.zoneText(zone).utf8))
         var query: [(String, String)] = [("key", Base64.encode(publicKey, urlSafe: true, padded: false))]
+        if let clientID { query.append(("id", Base64.encode(clientID, urlSafe: true, padded: false))) }
         switch resolver {
         case .system:
             break

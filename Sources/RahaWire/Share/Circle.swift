@@ -80,6 +80,9 @@ public struct Invitee: Codable, Sendable, Hashable {
     public var name: String
     public var shadowsocksPassword: String
     public var trojanPassword: String
+    /// What the invitee's DNS tunnel sends first (base64url of 16 bytes);
+    /// nil only in circles saved before share nodes served the tunnel.
+    public var dnsID: String?
     public var limits: ShareLimits
     public var invited: Date
     /// Set when revoked: the credentials no longer work.
@@ -110,6 +113,9 @@ public struct ShareService: Codable, Sendable, Hashable {
     public var lanHost: String?
     /// `host` is a rendezvous's address (not to be kept once the node runs without it).
     public var hostIsRendezvous: Bool?
+    /// The DNS tunnel's zone and the node's X25519 public key, when it serves one.
+    public var dnsZone: String?
+    public var dnsPublicKey: [UInt8]?
 
     public init(host: String, shadowsocksPort: UInt16, trojanPort: UInt16, sni: String, pin: [UInt8]?, lanHost: String? = nil) {
         self.lanHost = lanHost
@@ -175,10 +181,11 @@ public struct Circle: Codable, Sendable {
             invitees[index].limits = limits
             invitees[index].shadowsocksPassword = Self.freshPassword()
             invitees[index].trojanPassword = Self.freshPassword()
+            invitees[index].dnsID = Self.freshPassword()
             return invitees[index]
         }
         let invitee = Invitee(name: name, shadowsocksPassword: Self.freshPassword(), trojanPassword: Self.freshPassword(),
-                              limits: limits, invited: now, usage: ShareUsage(month: ShareUsage.month(of: now)))
+                              dnsID: Self.freshPassword(), limits: limits, invited: now, usage: ShareUsage(month: ShareUsage.month(of: now)))
         invitees.append(invitee)
         return invitee
     }
@@ -226,6 +233,10 @@ public struct Circle: Codable, Sendable {
             let (lanShadowsocks, lanTrojan) = try keys(for: invitee, host: lan, tag: tag + " (local network)")
             members += [lanTrojan.uri, lanShadowsocks.uri]
         }
+        // The DNS tunnel last: the way in when nothing else gets through.
+        if let zone = service.dnsZone, let publicKey = service.dnsPublicKey, let id = invitee.dnsID.flatMap({ Base64.decode($0) }) {
+            members.append(try DNSTunnelKey(zone: try DNSName(zone), publicKey: publicKey, clientID: id, tag: tag).text)
+        }
         return ShareInvite(shadowsocks: shadowsocks, trojan: trojan, trojanForApps: forApps, bundle: try AccessBundle(members: members))
     }
 
@@ -251,6 +262,13 @@ public struct Circle: Codable, Sendable {
             throw ShareError("\(name) was revoked: `raha share invite \(name)` invites them again with new keys")
         }
         return index
+    }
+
+    /// Gives a DNS tunnel ID to invitees of a circle saved before there were any.
+    public mutating func giveEveryoneATunnelID() {
+        for index in invitees.indices where invitees[index].dnsID == nil {
+            invitees[index].dnsID = Self.freshPassword()
+        }
     }
 
     static func checkName(_ name: String) throws {
