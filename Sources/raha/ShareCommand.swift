@@ -67,6 +67,9 @@ struct ShareCommand: AsyncParsableCommand {
         @Option(help: "Trojan (TLS) port (default: chosen at random the first time, then kept).")
         var trojanPort: UInt16?
 
+        @Option(help: "Trojan over WebSocket (TLS) port, e.g. behind a CDN (default: chosen at random the first time, then kept; the secret path too).")
+        var webSocketPort: UInt16?
+
         @Option(help: ArgumentHelp("Also serve the DNS tunnel, for invitees where only DNS gets through: the zone delegated to this machine and where to answer, e.g. t.example.com@0.0.0.0:53. Invites' bundles then carry a dns:// key.", valueName: "zone@address:port"))
         var dns: String?
 
@@ -112,6 +115,8 @@ struct ShareCommand: AsyncParsableCommand {
             circle.service.lanHost = lan == circle.service.host ? nil : lan
             if let shadowsocksPort { circle.service.shadowsocksPort = shadowsocksPort }
             if let trojanPort { circle.service.trojanPort = trojanPort }
+            circle.service.webSocketPort = webSocketPort ?? circle.service.webSocketPort ?? UInt16.random(in: 20000...60000)
+            circle.service.webSocketPath = circle.service.webSocketPath ?? "/" + Base64.encode(SecureRandom.bytes(9), urlSafe: true, padded: false)
             if let sni { circle.service.sni = sni } else if circle.service.sni.isEmpty { circle.service.sni = circle.service.host }
             if let totalRate { circle.totalRate = try parseSetting(totalRate, Quantity.parseRate, "--total-rate").value }
             var dnsListeners: [DNSTunnelListener] = []
@@ -131,15 +136,19 @@ struct ShareCommand: AsyncParsableCommand {
             let ledger = ShareLedger(circle: circle, directory: directory)
             do { try ledger.save() } catch { throw UsageFailure("\(error)") }
             let any = Endpoint(host: .ipv4([0, 0, 0, 0]), port: 0)
-            var ssListen = any, trojanListen = any
+            var ssListen = any, trojanListen = any, webSocketListen = any
             ssListen.port = circle.service.shadowsocksPort
             trojanListen.port = circle.service.trojanPort
+            webSocketListen.port = circle.service.webSocketPort!
             // The listeners' own passwords are never used: the circle's are.
             let ssKey = ShadowsocksKey.generate(method: .chacha20IETFPoly1305, server: ssListen)
             let trojanKey = TrojanKey.generate(server: trojanListen, sni: circle.service.sni)
+            var webSocketKey = TrojanKey.generate(server: webSocketListen, sni: circle.service.sni)
+            webSocketKey.transport = .webSocket(path: circle.service.webSocketPath!, host: nil)
             let group = serving.eventLoops()
             let bridge = Bridge(
-                configuration: .init(listeners: [ssKey], trojanListeners: [TrojanListener(key: trojanKey, identity: identity)], dnsListeners: dnsListeners,
+                configuration: .init(listeners: [ssKey], trojanListeners: [trojanKey, webSocketKey].map { TrojanListener(key: $0, identity: identity) },
+                                     dnsListeners: dnsListeners,
                                      policy: serving.policy, share: ledger, rendezvousLink: link, onward: try serving.onward()),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
@@ -151,7 +160,7 @@ struct ShareCommand: AsyncParsableCommand {
 
             let service = circle.service
             let people = circle.invitees.filter(\.isActive).count
-            print("Sharing on \(service.host): Shadowsocks on port \(service.shadowsocksPort) (TCP\(link == nil ? " and UDP" : "")), Trojan over TLS on port \(service.trojanPort)\(link == nil ? "" : " (through the rendezvous)")")
+            print("Sharing on \(service.host): Shadowsocks on port \(service.shadowsocksPort) (TCP\(link == nil ? " and UDP" : "")), Trojan over TLS on port \(service.trojanPort), Trojan over WebSocket on port \(service.webSocketPort!)\(link == nil ? "" : " (through the rendezvous)")")
             if let zone = service.dnsZone, let address = bridge.dnsBoundAddresses.first {
                 print("and the DNS tunnel for \(zone) on \(address.ipAddress ?? "?"):\(address.port ?? 0) (UDP and TCP; delegate the zone to this machine)")
             }
@@ -159,7 +168,7 @@ struct ShareCommand: AsyncParsableCommand {
             print("Circle: \(people) \(people == 1 ? "person" : "people")\(circle.totalRate.map { ", all together at most \(Quantity.formatRate($0))" } ?? "") (kept in \(directory.path))")
             print("Invite someone:  raha share invite NAME [--rate 2M] [--quota 20G] [--max-connections 16]")
             if link == nil {
-                print("(Behind NAT, invitees need an address they can reach: --host PUBLIC-ADDRESS, forward the two ports, or use a rendezvous: --rendezvous TROJAN-KEY.)")
+                print("(Behind NAT, invitees need an address they can reach: --host PUBLIC-ADDRESS, forward the ports, or use a rendezvous: --rendezvous TROJAN-KEY.)")
             }
             while true { try await Task.sleep(for: .seconds(3600)) }
         }

@@ -70,10 +70,10 @@ extension RahaIntegration {
             ProcessRegistry.shared.removeAtExit((nodeData as NSString).deletingLastPathComponent)
             let node = try net.start("raha share", in: home, raha,
                                      ["share", "--data", nodeData, "--rendezvous", rendezvousKey, "--lan", "10.77.0.2",
-                                      "--shadowsocks-port", "31001", "--trojan-port", "31002", "--allow-private"])
+                                      "--shadowsocks-port", "31001", "--trojan-port", "31002", "--web-socket-port", "31003", "--allow-private"])
             running.add(node)
             try node.waitForLine(startingWith: "Sharing on 198.18.0.1")
-            for port in ["31001", "31002"] {
+            for port in ["31001", "31002", "31003"] {
                 try rendezvous.waitForLine(description: "the share node's link for port \(port)") { $0.contains("a share node is reachable") && $0.contains(port) }
             }
             let invited = try runCommand("raha share invite", raha, ["share", "invite", "Maryam", "--no-qr", "--data", nodeData])
@@ -117,7 +117,7 @@ extension RahaIntegration {
             let again = try net.start("raha share (again)", in: home, raha,
                                       ["share", "--data", nodeData, "--rendezvous", rendezvousKey, "--lan", "10.77.0.2", "--allow-private"])
             running.add(again)
-            try Self.waitUntil(rendezvous, says: "a share node is reachable", times: 4)
+            try Self.waitUntil(rendezvous, says: "a share node is reachable", times: 6)
             try fetch(in: outside, socksPort: ssPort, via: "ss-local through the rendezvous after the share node restarted")
 
             // The rendezvous carried ciphertext only: it never learned where anyone went.

@@ -16,7 +16,7 @@ extension RahaIntegration {
             return port
         }
 
-        @Test("An invite works in raha connect (its bundle), in ss-local (its ss:// key) and in v2ray (its trojan:// key); the node counts usage and records no destination")
+        @Test("An invite works in raha connect (its bundle), in ss-local (its ss:// key) and in v2ray (its trojan:// key, and over WebSocket); the node counts usage and records no destination")
         func everyPartOfAnInviteWorks() throws {
             let running = Processes()
             defer { running.stopAll() }
@@ -39,7 +39,18 @@ extension RahaIntegration {
             running.add(v2ray)
             try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(v2rayPort)"], via: "v2ray with the invite's trojan:// key", processes: [v2ray, node.process!])
 
-            let fetched = Int64(3 * (origin.big.count + origin.small.count))
+            // Trojan over WebSocket (for a CDN in front): the bundle's key in raha connect, and v2ray.
+            let webSocket = try TrojanKey(parsing: try #require(try AccessBundle(parsing: invite.bundle).members.first { $0.contains("type=ws") }))
+            guard case .webSocket(let path, _) = webSocket.transport else { throw TestFailure("not a WebSocket key") }
+            let (wsConnect, wsPort) = try Peers.connect([webSocket.uri])
+            running.add(wsConnect)
+            try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(wsPort)"], via: "raha connect with the bundle's WebSocket key", processes: [wsConnect, node.process!])
+            let (wsV2ray, wsV2rayPort) = try V2Ray.trojanClient(serverPort: webSocket.server.port, password: webSocket.password, serverName: "127.0.0.1",
+                                                                allowInsecure: true, webSocket: .init(path: path))
+            running.add(wsV2ray)
+            try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(wsV2rayPort)"], via: "v2ray over WebSocket", processes: [wsV2ray, node.process!])
+
+            let fetched = Int64(5 * (origin.big.count + origin.small.count))
             let maryam = try node.listed("Maryam")
             #expect(maryam.active && !maryam.overQuota)
             #expect(maryam.usage.down >= fetched, "the node counted \(maryam.usage.down) bytes down, but \(fetched) were fetched")

@@ -113,6 +113,10 @@ public struct ShareService: Codable, Sendable, Hashable {
     public var lanHost: String?
     /// `host` is a rendezvous's address (not to be kept once the node runs without it).
     public var hostIsRendezvous: Bool?
+    /// Trojan over WebSocket (over TLS): its port and secret path. Nil only
+    /// in circles saved before share nodes served it.
+    public var webSocketPort: UInt16?
+    public var webSocketPath: String?
     /// The DNS tunnel's zone and the node's X25519 public key, when it serves one.
     public var dnsZone: String?
     public var dnsPublicKey: [UInt8]?
@@ -229,6 +233,13 @@ public struct Circle: Codable, Sendable {
         forApps.pinnedCertificateSHA256 = nil
         forApps.allowInsecure = service.pin != nil
         var members = [trojan.uri, shadowsocks.uri]
+        if let port = service.webSocketPort, let path = service.webSocketPath {
+            var webSocket = trojan
+            webSocket.server.port = port
+            webSocket.transport = .webSocket(path: path, host: nil)
+            webSocket.tag = tag + " (WebSocket)"
+            members.append(webSocket.uri)
+        }
         if let lan = service.lanHost, lan != service.host {
             let (lanShadowsocks, lanTrojan) = try keys(for: invitee, host: lan, tag: tag + " (local network)")
             members += [lanTrojan.uri, lanShadowsocks.uri]
