@@ -16,7 +16,7 @@ import RahaWire
 /// In a relay chain (`onward` set: a domestic relay in front of a bridge
 /// abroad) streams go on through that access key instead: names are
 /// resolved at the far end, never here, and address literals still meet
-/// this bridge's policy. UDP is not carried onward.
+/// this bridge's policy. UDP goes on through the key's UDP association.
 public struct Exit: Sendable {
     public var policy: ExitPolicy
     public var connectTimeout: TimeAmount
@@ -33,12 +33,10 @@ public struct Exit: Sendable {
     public enum ExitError: Error, CustomStringConvertible {
         case refusedByPolicy
         case unresolvable
-        case udpNotRelayed
         public var description: String {
             switch self {
             case .refusedByPolicy: return "the destination is a private, loopback or link-local address, which this bridge refuses (start it with --allow-private to allow)"
             case .unresolvable: return "the destination name did not resolve"
-            case .udpNotRelayed: return "UDP does not go on through a relay chain (--via): only TCP streams do"
             }
         }
     }

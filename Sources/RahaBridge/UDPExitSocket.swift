@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import RahaTransport
 import RahaWire
 
 /// The bridge's side of one client's UDP session (a Shadowsocks NAT entry,
@@ -12,8 +13,10 @@ import RahaWire
 /// while the socket opens or its destination resolves, and at most
 /// `maxQueued` wait; a destination the policy refuses, or a name that does
 /// not resolve, loses its datagrams, like any UDP loss. When the socket is
-/// not writable, datagrams are dropped rather than queued. Lives on one
-/// event loop; `close()` ends it.
+/// not writable, datagrams are dropped rather than queued. In a relay chain
+/// (`Exit.onward`) the datagrams go on through the onward key's UDP
+/// association instead, names unresolved. Lives on one event loop;
+/// `close()` ends it.
 final class UDPExitSocket {
     static let maxQueued = 64
     static let maxCached = 256
@@ -30,6 +33,9 @@ final class UDPExitSocket {
     private var resolved: [Endpoint: SocketAddress] = [:]
     private var refused: Set<Endpoint> = []
     private var closed = false
+    /// A relay chain's association onward, once open (or while opening).
+    private var onward: PacketAssociation?
+    private var associating = false
 
     /// `onRefused` is told, once per destination, why its datagrams go
     /// nowhere (for a log line: it carries no address).
@@ -44,8 +50,8 @@ final class UDPExitSocket {
     func send(_ payload: ByteBuffer, to target: Endpoint) {
         eventLoop.preconditionInEventLoop()
         guard !closed, !refused.contains(target) else { return }
-        guard exit.onward == nil else {
-            onRefused?(.udpNotRelayed)
+        if let dialer = exit.onward {
+            sendOnward(payload, to: target, through: dialer)
             return
         }
         if let channel, let address = resolved[target] {
@@ -68,6 +74,8 @@ final class UDPExitSocket {
     func close() {
         closed = true
         queued = []
+        onward?.close()
+        onward = nil
         onReply = nil
         onRefused = nil
         channel?.close(promise: nil)
@@ -135,6 +143,45 @@ final class UDPExitSocket {
             case .success(let channel):
                 socket.channel = channel
                 socket.flush(on: channel)
+            case .failure:
+                socket.queued = [] // lost; the next datagram tries again
+            }
+        }
+    }
+
+    /// A relay chain: the datagram goes on through the onward key (address
+    /// literals still meet this bridge's policy; names go on unresolved).
+    private func sendOnward(_ payload: ByteBuffer, to target: Endpoint, through dialer: StreamDialer) {
+        if let literal = try? SocketAddress(ipAddress: target.hostText, port: Int(target.port)), !exit.policy.allows(literal) {
+            onRefused?(.refusedByPolicy)
+            return
+        }
+        if let onward {
+            onward.send(payload, to: target)
+            return
+        }
+        guard queued.count < Self.maxQueued else { return }
+        queued.append((target, payload))
+        guard !associating else { return }
+        associating = true
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let eventLoop = self.eventLoop
+        dialer.associate(on: eventLoop) { source, payload in
+            eventLoop.execute {
+                let socket = loopBound.value
+                guard !socket.closed else { return }
+                socket.onReply?(source, payload)
+            }
+        }.hop(to: eventLoop).whenComplete { result in
+            let socket = loopBound.value
+            socket.associating = false
+            switch result {
+            case .success(let association) where socket.closed:
+                association.close()
+            case .success(let association):
+                socket.onward = association
+                for datagram in socket.queued { association.send(datagram.payload, to: datagram.target) }
+                socket.queued = []
             case .failure:
                 socket.queued = [] // lost; the next datagram tries again
             }

@@ -216,7 +216,7 @@ struct ServingOptions: ParsableArguments {
     @Flag(help: "Allow destinations in private, loopback and link-local ranges (off: the bridge is not a door into its own network).")
     var allowPrivate = false
 
-    @Option(help: ArgumentHelp("Relay chain: streams leave through this access key (ss://, trojan:// or dns://, e.g. of a bridge abroad) instead of directly; names are resolved at the far end. TCP only.", valueName: "key"))
+    @Option(help: ArgumentHelp("Relay chain: streams leave through this access key (ss://, trojan:// or dns://, e.g. of a bridge abroad) instead of directly; names are resolved at the far end.", valueName: "key"))
     var via: String?
 
     @Option(help: "Event-loop threads (default: one per core).")

@@ -124,13 +124,15 @@ extension RahaIntegration {
             #expect(cut.status != 0, "the revoked invitee's DNS tunnel still carried a request")
         }
 
-        @Test("Relay chain: raha bridge --via sends every stream on through Debian's ss-server (the bridge abroad), and nothing gets out once that is gone")
+        @Test("Relay chain: raha bridge --via sends every stream and datagram on through Debian's ss-server (the bridge abroad), and nothing gets out once that is gone")
         func relayChain() throws {
             let running = Processes()
             defer { running.stopAll() }
             let method = "chacha20-ietf-poly1305", password = randomPassword()
-            let (abroad, abroadPort) = try Peers.ssServer(method: method, password: password)
+            let (abroad, abroadPort) = try Peers.ssServer(method: method, password: password, udp: true)
             running.add(abroad)
+            let (echo, echoPort) = try Peers.udpEcho()
+            running.add(echo)
             let (relay, keys) = try Peers.bridge([ssURI(method: "aes-256-gcm", password: randomPassword(), port: try Ports.free())],
                                                  extra: ["--via", ssURI(method: method, password: password, port: abroadPort)])
             running.add(relay)
@@ -138,6 +140,8 @@ extension RahaIntegration {
             let (connect, port) = try Peers.connect([try #require(keys.first)])
             running.add(connect)
             try expectFetchesBoth(["--socks5-hostname", "127.0.0.1:\(port)"], via: "raha connect → raha bridge --via → ss-server", processes: [relay, abroad])
+            let udp = try Peers.socksUDPClient(proxyPort: port, echoPort: echoPort, count: 8)
+            #expect(udp.status == 0 && udp.stdoutText.hasPrefix("OK: 8 datagrams echoed"), "UDP through the relay chain: \(udp.output)\(outputs([relay, abroad]))")
             abroad.stop()
             let cut = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(port)", try Origin.shared().smallURL], maxTime: 15)
             #expect(cut.status != 0, "the relay reached the destination without the bridge abroad")
