@@ -104,7 +104,15 @@ public final class Bridge: @unchecked Sendable {
                     BridgeExitHandler(exit: exit, logger: logger, share: share),
                 ])
             }
-            let tcp = try await listen(at: key.server, setup)
+            let sessionTimeout = configuration.udpTimeout
+            // Datagrams a rendezvous carries to this listener meet the same relay as those on its own port.
+            let datagramSetup: ConnectionSetup = { channel in
+                try channel.pipeline.syncOperations.addHandlers([
+                    RendezvousDatagramFraming(),
+                    ShadowsocksUDPRelay(roster: roster, share: ledger, replayFilter: replay, exit: exit, sessionTimeout: sessionTimeout, logger: logger),
+                ])
+            }
+            let tcp = try await listen(at: key.server, setup, datagramSetup: datagramSetup)
             let bound = tcp.localAddress!
             boundAddresses.append(bound)
             let udp = try await ShadowsocksUDPRelay.bind(
@@ -141,13 +149,13 @@ public final class Bridge: @unchecked Sendable {
 
     /// Listens at `endpoint` with `setup` for every connection, and, on a
     /// share node behind NAT, keeps a link to the rendezvous for the same port.
-    private func listen(at endpoint: Endpoint, _ setup: @escaping ConnectionSetup) async throws -> Channel {
+    private func listen(at endpoint: Endpoint, _ setup: @escaping ConnectionSetup, datagramSetup: ConnectionSetup? = nil) async throws -> Channel {
         let channel = try await ServerBootstrap.rahaListener(group: group)
             .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try setup(channel) } }
             .bind(host: endpoint.hostText, port: Int(endpoint.port)).get()
         channels.append(channel)
         if let key = configuration.rendezvousLink, let port = channel.localAddress?.port {
-            let link = try RendezvousLink(key: key, port: UInt16(port), setup: setup, eventLoop: group.next(), logger: logger)
+            let link = try RendezvousLink(key: key, port: UInt16(port), setup: setup, datagramSetup: datagramSetup, eventLoop: group.next(), logger: logger)
             links.append(link)
             link.start()
         }

@@ -26,7 +26,7 @@ extension RahaIntegration {
             }
         }
 
-        @Test("Invitees reach a share node behind NAT through a rendezvous (raha connect and ss-local), neighbours reach it on the local network, it links again after a restart, and the rendezvous learns no destination")
+        @Test("Invitees reach a share node behind NAT through a rendezvous (raha connect, ss-local over TCP and UDP), neighbours reach it on the local network, it links again after a restart, and the rendezvous learns no destination")
         func rendezvousAndLocalNetwork() throws {
             let net = try TestNamespaces("share", ["public", "router", "home"])
             let (outside, router, home) = (net.names[0], net.names[1], net.names[2])
@@ -99,10 +99,19 @@ extension RahaIntegration {
             running.add(connect)
             try connect.waitForLine(startingWith: "Local proxy")
             try fetch(in: outside, socksPort: 1080, via: "raha connect through the rendezvous")
-            let (ssLocal, ssPort) = try Peers.ssLocal(method: ssKey.method.rawValue, password: ssKey.password, serverPort: 31001,
+            let (ssLocal, ssPort) = try Peers.ssLocal(method: ssKey.method.rawValue, password: ssKey.password, serverPort: 31001, udp: true,
                                                       serverHost: "198.18.0.1", namespace: outside)
             running.add(ssLocal)
             try fetch(in: outside, socksPort: ssPort, via: "ss-local through the rendezvous")
+
+            // Shadowsocks UDP through the rendezvous too (to an echo server beside the share node).
+            let echo = try net.start("udp echo", in: home, python, [Paths.fixtures.appendingPathComponent("udp_echo.py").path])
+            running.add(echo)
+            let echoPort = try #require(try echo.waitForLine(startingWith: "UDP echo listening on 127.0.0.1:").split(separator: ":").last)
+            let udp = try net.run(in: outside, python, [Paths.fixtures.appendingPathComponent("socks5_udp_client.py").path,
+                                                        "--proxy", "127.0.0.1:\(ssPort)", "--target", "127.0.0.1:\(echoPort)", "--count", "8",
+                                                        "--resends", "5", "--timeout", "1"], timeout: 60)
+            #expect(udp.status == 0 && udp.stdoutText.hasPrefix("OK: 8 datagrams echoed"), "UDP through the rendezvous: \(udp.output)\(outputs([node, rendezvous]))")
 
             // A neighbour on the local network uses the bundle's local-network key, straight to the node.
             let members = try AccessBundle(parsing: bundle).members.compactMap { try? ShadowsocksKey(parsing: $0) }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// How a share node behind carrier-grade NAT is reached: it dials out to a
 /// rendezvous bridge (an ordinary Trojan connection with a reserved
@@ -31,5 +32,37 @@ public enum Rendezvous {
         }
         guard !ranges.isEmpty else { throw WireError.badKey("give the public ports share nodes may ask for, e.g. 8388,8443 or 20000-30000") }
         return ranges
+    }
+}
+
+/// Datagrams between a rendezvous and a share node: one stream over the
+/// link per public port carries every invitee's Shadowsocks UDP packets,
+/// each framed with a tag that stands for the invitee's address (which the
+/// share node never learns) and its length.
+public enum RendezvousDatagram {
+    static let host = "udp.rendezvous.raha.invalid"
+    public static let headerLength = 6
+
+    /// The destination of the stream that carries `port`'s datagrams.
+    public static func destination(port: UInt16) -> Endpoint { Endpoint(host: .domain(host), port: port) }
+
+    public static func port(of destination: Endpoint) -> UInt16? {
+        guard case .domain(let name) = destination.host, name == host else { return nil }
+        return destination.port
+    }
+
+    public static func write(tag: UInt32, payload: ByteBuffer, to buffer: inout ByteBuffer) {
+        buffer.writeInteger(tag)
+        buffer.writeInteger(UInt16(truncatingIfNeeded: payload.readableBytes))
+        buffer.writeImmutableBuffer(payload)
+    }
+
+    /// The next whole frame in `buffer` (consumed), or nil until it has all arrived.
+    public static func read(from buffer: inout ByteBuffer) -> (tag: UInt32, payload: ByteBuffer)? {
+        guard let tag = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
+              let length = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt16.self),
+              buffer.readableBytes >= headerLength + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: headerLength)
+        return (tag, buffer.readSlice(length: Int(length))!)
     }
 }
