@@ -175,8 +175,13 @@ final class RendezvousLink: @unchecked Sendable {
             keepAliveTask.cancel()
             lock.withLock { link = nil }
             // A link that lived a while was healthy: come back at once.
-            if NIODeadline.now() - opened > .seconds(60) { backoff = .seconds(1) }
-            logger.info("the link to the rendezvous closed; linking again", metadata: ["port": "\(port)"])
+            let lived = NIODeadline.now() - opened
+            if lived > .seconds(60) { backoff = .seconds(1) }
+            if lived < .seconds(2) {
+                logger.info("the rendezvous closed the link at once: it may not offer this port (choose ports in its range with --shadowsocks-port, --trojan-port and --web-socket-port); trying again", metadata: ["port": "\(port)"])
+            } else {
+                logger.info("the link to the rendezvous closed; linking again", metadata: ["port": "\(port)"])
+            }
             retryLater()
         }
     }
