@@ -98,7 +98,7 @@ public final class Bridge: @unchecked Sendable {
             let setup: ConnectionSetup = { channel in
                 let sync = channel.pipeline.syncOperations
                 try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
-                let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
+                let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
                 try sync.addHandlers([
                     ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
                     BridgeExitHandler(exit: exit, logger: logger, share: share),
@@ -188,7 +188,7 @@ public final class Bridge: @unchecked Sendable {
         return { channel in
             let sync = channel.pipeline.syncOperations
             try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
-            let share = try ledger.map { try Self.addShareHandlers($0, to: sync) }
+            let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
             if let tlsContext {
                 try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tlsContext)])
             }
@@ -200,14 +200,6 @@ public final class Bridge: @unchecked Sendable {
                 BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout, share: share, rendezvous: rendezvous),
             ])
         }
-    }
-
-    /// A share node's connection starts with its meter and upload pacer,
-    /// which act once the codec has named the invitee.
-    private static func addShareHandlers(_ ledger: ShareLedger, to pipeline: ChannelPipeline.SynchronousOperations) throws -> ShareSlot {
-        let slot = ShareSlot(ledger: ledger)
-        try pipeline.addHandlers([ShareMeter(slot: slot), SharePacer(direction: .up) { slot.account }])
-        return slot
     }
 
     public func close() async {

@@ -180,17 +180,17 @@ final class DNSTunnelServer {
         } catch { return nil }
         let channel = TunnelChannel(eventLoop: eventLoop)
         let exit = self.exit, logger = self.logger
-        let slot = share.map { ShareSlot(ledger: $0) }
+        let slot: ShareSlot?
+        do { slot = try share.map { try ShareSlot.installed(for: $0, in: channel.pipeline.syncOperations) } } catch { return nil }
         let mux = MuxHandler(role: .server, configuration: MuxHandler.Configuration(padding: .off)) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(BridgeExitHandler(exit: exit, logger: logger, share: slot))
             }
         }
-        var handlers: [ChannelHandler] = []
-        if let slot {
-            handlers += [ShareMeter(slot: slot), SharePacer(direction: .up) { slot.account }, TunnelClientIdentity(slot: slot)]
-        }
-        do { try channel.pipeline.syncOperations.addHandlers(handlers + [mux]) } catch { return nil }
+        do {
+            if let slot { try channel.pipeline.syncOperations.addHandler(TunnelClientIdentity(slot: slot)) }
+            try channel.pipeline.syncOperations.addHandler(mux)
+        } catch { return nil }
         let session = TunnelSession(channel: channel, arq: ARQConnection(session: segment.session, role: .server), noise: noise)
         let entry = Entry(session: session, lastSeen: now)
         session.wake = { [weak self, weak entry] in

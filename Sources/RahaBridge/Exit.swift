@@ -44,9 +44,7 @@ public struct Exit: Sendable {
     /// Connects to `target`, directly or through the onward key.
     public func connect(to target: Endpoint, on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
         if let onward {
-            if let literal = try? SocketAddress(ipAddress: target.hostText, port: Int(target.port)), !policy.allows(literal) {
-                return eventLoop.makeFailedFuture(ExitError.refusedByPolicy)
-            }
+            guard !refusesOnward(target) else { return eventLoop.makeFailedFuture(ExitError.refusedByPolicy) }
             return onward.dial(target, on: eventLoop)
         }
         return resolve(target, on: eventLoop).flatMap { addresses in
@@ -56,6 +54,13 @@ public struct Exit: Sendable {
             }
             return connectFirst(allowed[...], on: eventLoop, lastError: nil)
         }
+    }
+
+    /// In a relay chain: whether `target` is an address literal this bridge's
+    /// policy refuses (names go on unresolved, to be judged at the far end).
+    func refusesOnward(_ target: Endpoint) -> Bool {
+        guard let literal = try? SocketAddress(ipAddress: target.hostText, port: Int(target.port)) else { return false }
+        return !policy.allows(literal)
     }
 
     private func connectFirst(_ addresses: ArraySlice<SocketAddress>, on eventLoop: EventLoop, lastError: Error?) -> EventLoopFuture<Channel> {

@@ -152,7 +152,7 @@ final class UDPExitSocket {
     /// A relay chain: the datagram goes on through the onward key (address
     /// literals still meet this bridge's policy; names go on unresolved).
     private func sendOnward(_ payload: ByteBuffer, to target: Endpoint, through dialer: StreamDialer) {
-        if let literal = try? SocketAddress(ipAddress: target.hostText, port: Int(target.port)), !exit.policy.allows(literal) {
+        if exit.refusesOnward(target) {
             onRefused?(.refusedByPolicy)
             return
         }

@@ -135,15 +135,11 @@ struct ShareCommand: AsyncParsableCommand {
 
             let ledger = ShareLedger(circle: circle, directory: directory)
             do { try ledger.save() } catch { throw UsageFailure("\(error)") }
-            let any = Endpoint(host: .ipv4([0, 0, 0, 0]), port: 0)
-            var ssListen = any, trojanListen = any, webSocketListen = any
-            ssListen.port = circle.service.shadowsocksPort
-            trojanListen.port = circle.service.trojanPort
-            webSocketListen.port = circle.service.webSocketPort!
+            func anyAddress(_ port: UInt16) -> Endpoint { Endpoint(host: .ipv4([0, 0, 0, 0]), port: port) }
             // The listeners' own passwords are never used: the circle's are.
-            let ssKey = ShadowsocksKey.generate(method: .chacha20IETFPoly1305, server: ssListen)
-            let trojanKey = TrojanKey.generate(server: trojanListen, sni: circle.service.sni)
-            var webSocketKey = TrojanKey.generate(server: webSocketListen, sni: circle.service.sni)
+            let ssKey = ShadowsocksKey.generate(method: .chacha20IETFPoly1305, server: anyAddress(circle.service.shadowsocksPort))
+            let trojanKey = TrojanKey.generate(server: anyAddress(circle.service.trojanPort), sni: circle.service.sni)
+            var webSocketKey = TrojanKey.generate(server: anyAddress(circle.service.webSocketPort!), sni: circle.service.sni)
             webSocketKey.transport = .webSocket(path: circle.service.webSocketPath!, host: nil)
             let group = serving.eventLoops()
             let bridge = Bridge(

@@ -9,7 +9,27 @@ import RahaWire
 ///
 /// Called from every event loop; one lock guards it all.
 public final class InviteeAccount: @unchecked Sendable {
-    public enum Direction: Sendable { case up, down }
+    public enum Direction: Int, Sendable, CaseIterable { case up, down }
+
+    /// One direction's pacing and counts.
+    private struct Flow {
+        var bucket: RateBucket?
+        /// Bytes not yet recorded in the circle.
+        var unrecorded: Int64 = 0
+        /// Bytes since the last fair-share tick, and whether a read had to wait in it.
+        var sinceTick: Int64 = 0
+        var waited = false
+        /// Reads held back right now.
+        var held = 0
+    }
+
+    /// What one direction did since the last tick.
+    struct Activity {
+        var bytes: Int64
+        /// Held back: a read had to wait, or one is waiting now (a throttled
+        /// reader may sleep through a whole tick without asking).
+        var heldBack: Bool
+    }
 
     public let name: String
     private let lock = NIOLock()
@@ -21,23 +41,13 @@ public final class InviteeAccount: @unchecked Sendable {
     private var active: Bool
     /// This month's traffic as last recorded in the circle.
     private var recordedThisMonth: Int64
-    private var unrecordedUp: Int64 = 0
-    private var unrecordedDown: Int64 = 0
     private var seen: Date?
     /// Proxied streams (each counts against maxConnections).
     private var streams: [ObjectIdentifier: Channel] = [:]
     /// Connections from the invitee (a multiplexed one carries many streams).
     private var connections: [ObjectIdentifier: Channel] = [:]
-    private var up: RateBucket?
-    private var down: RateBucket?
-    /// Bytes and waits since the last fair-share tick.
-    private var tickUp: Int64 = 0
-    private var tickDown: Int64 = 0
-    private var waitedUp = false
-    private var waitedDown = false
-    /// Reads held back right now, each way.
-    private var heldUp = 0
-    private var heldDown = 0
+    /// Indexed by `Direction.rawValue`.
+    private var flows = [Flow(), Flow()]
 
     init(invitee: Invitee, total: TotalRate, now: Date) {
         name = invitee.name
@@ -50,7 +60,7 @@ public final class InviteeAccount: @unchecked Sendable {
 
     private var overQuota: Bool {
         guard let quota = limits.monthlyQuota else { return false }
-        return recordedThisMonth + unrecordedUp + unrecordedDown >= quota
+        return recordedThisMonth + flows[0].unrecorded + flows[1].unrecorded >= quota
     }
 
     /// May the invitee's traffic flow now (not revoked, quota not reached)?
@@ -82,18 +92,11 @@ public final class InviteeAccount: @unchecked Sendable {
     /// (revoked, or this month's quota reached), which the caller does by closing.
     func count(_ bytes: Int, _ direction: Direction) -> Bool {
         total.take(bytes, direction)
+        let now = DispatchTime.now().uptimeNanoseconds
         let (allowed, reachedQuota) = lock.withLock {
-            let now = DispatchTime.now().uptimeNanoseconds
-            switch direction {
-            case .up:
-                unrecordedUp += Int64(bytes)
-                tickUp += Int64(bytes)
-                up?.take(bytes, now: now)
-            case .down:
-                unrecordedDown += Int64(bytes)
-                tickDown += Int64(bytes)
-                down?.take(bytes, now: now)
-            }
+            flows[direction.rawValue].unrecorded += Int64(bytes)
+            flows[direction.rawValue].sinceTick += Int64(bytes)
+            flows[direction.rawValue].bucket?.take(bytes, now: now)
             return (active && !overQuota, active && overQuota)
         }
         if reachedQuota { cutOff() }
@@ -104,17 +107,10 @@ public final class InviteeAccount: @unchecked Sendable {
     /// the total cap; nil when it may go now.
     func delay(_ direction: Direction) -> TimeAmount? {
         let totalWait = total.wait(direction)
+        let now = DispatchTime.now().uptimeNanoseconds
         return lock.withLock {
-            let now = DispatchTime.now().uptimeNanoseconds
-            let wait: UInt64
-            switch direction {
-            case .up:
-                wait = max(up?.wait(now: now) ?? 0, totalWait)
-                if wait > 0 { waitedUp = true }
-            case .down:
-                wait = max(down?.wait(now: now) ?? 0, totalWait)
-                if wait > 0 { waitedDown = true }
-            }
+            let wait = max(flows[direction.rawValue].bucket?.wait(now: now) ?? 0, totalWait)
+            if wait > 0 { flows[direction.rawValue].waited = true }
             return wait == 0 ? nil : .nanoseconds(Int64(wait))
         }
     }
@@ -125,22 +121,29 @@ public final class InviteeAccount: @unchecked Sendable {
         for channel in channels { channel.close(promise: nil) }
     }
 
+    /// Takes the circle's word for the invitee: their limits (their own rate
+    /// at once; under a total cap the next tick divides it again) and whether
+    /// they are still in; cut off if not, or if now over quota.
     func update(_ invitee: Invitee) {
         let cut = lock.withLock {
             limits = invitee.limits
             active = invitee.isActive
             return !active || overQuota
         }
+        setRates(up: invitee.limits.rate, down: invitee.limits.rate)
         if cut { cutOff() }
     }
 
     /// Hands over the bytes not yet recorded in the circle (and when the invitee was last seen).
     func takeUnrecorded() -> (up: Int64, down: Int64, seen: Date?) {
         lock.withLock {
-            defer { unrecordedUp = 0; unrecordedDown = 0; seen = nil }
             if !streams.isEmpty || !connections.isEmpty { seen = Date() }
-            recordedThisMonth += unrecordedUp + unrecordedDown
-            return (unrecordedUp, unrecordedDown, seen)
+            let taken = (flows[0].unrecorded, flows[1].unrecorded, seen)
+            recordedThisMonth += taken.0 + taken.1
+            flows[0].unrecorded = 0
+            flows[1].unrecorded = 0
+            seen = nil
+            return taken
         }
     }
 
@@ -149,33 +152,29 @@ public final class InviteeAccount: @unchecked Sendable {
         lock.withLock { recordedThisMonth = total }
     }
 
-    /// What the invitee did since the last tick: bytes each way, and whether
-    /// they were held back (a read had to wait, or one is waiting now: a
-    /// throttled reader may sleep through a whole tick without asking).
-    func tick() -> (up: Int64, down: Int64, waitedUp: Bool, waitedDown: Bool, rate: Int64?) {
+    /// What the invitee did since the last tick, each way (by `Direction.rawValue`), and their own rate cap.
+    func tick() -> (activity: [Activity], rate: Int64?) {
         lock.withLock {
-            defer { tickUp = 0; tickDown = 0; waitedUp = false; waitedDown = false }
-            return (tickUp, tickDown, waitedUp || heldUp > 0, waitedDown || heldDown > 0, limits.rate)
+            let activity = flows.map { Activity(bytes: $0.sinceTick, heldBack: $0.waited || $0.held > 0) }
+            for index in flows.indices {
+                flows[index].sinceTick = 0
+                flows[index].waited = false
+            }
+            return (activity, limits.rate)
         }
     }
 
     /// A pacer started (+1) or ended (-1) holding back a read.
     func holding(_ direction: Direction, _ change: Int) {
-        lock.withLock {
-            if direction == .up { heldUp += change } else { heldDown += change }
-        }
+        lock.withLock { flows[direction.rawValue].held += change }
     }
 
     /// Sets the pacing rates (bytes per second); nil for none.
-    func setRates(up upRate: Int64?, down downRate: Int64?) {
+    func setRates(up: Int64?, down: Int64?) {
         let now = DispatchTime.now().uptimeNanoseconds
-        func adjust(_ bucket: inout RateBucket?, _ rate: Int64?) {
-            guard let rate else { bucket = nil; return }
-            if bucket == nil { bucket = RateBucket(bytesPerSecond: rate, now: now) } else { bucket!.setRate(rate, now: now) }
-        }
         lock.withLock {
-            adjust(&up, upRate)
-            adjust(&down, downRate)
+            RateBucket.adjust(&flows[0].bucket, to: up, now: now)
+            RateBucket.adjust(&flows[1].bucket, to: down, now: now)
         }
     }
 }
@@ -185,34 +184,24 @@ public final class InviteeAccount: @unchecked Sendable {
 /// starting at once cannot overshoot it while the shares catch up.
 final class TotalRate: @unchecked Sendable {
     private let lock = NIOLock()
-    private var up: RateBucket?
-    private var down: RateBucket?
+    /// Indexed by `Direction.rawValue`.
+    private var buckets: [RateBucket?] = [nil, nil]
 
     /// Bytes per second each direction; nil for no cap.
     func set(_ rate: Int64?) {
         let now = DispatchTime.now().uptimeNanoseconds
         lock.withLock {
-            for direction in [InviteeAccount.Direction.up, .down] {
-                var bucket = direction == .up ? up : down
-                if let rate {
-                    if bucket == nil { bucket = RateBucket(bytesPerSecond: rate, now: now) } else if bucket!.rate != Double(rate) { bucket!.setRate(rate, now: now) }
-                } else {
-                    bucket = nil
-                }
-                if direction == .up { up = bucket } else { down = bucket }
-            }
+            for index in buckets.indices { RateBucket.adjust(&buckets[index], to: rate, now: now) }
         }
     }
 
     func take(_ bytes: Int, _ direction: InviteeAccount.Direction) {
         let now = DispatchTime.now().uptimeNanoseconds
-        lock.withLock {
-            if direction == .up { up?.take(bytes, now: now) } else { down?.take(bytes, now: now) }
-        }
+        lock.withLock { buckets[direction.rawValue]?.take(bytes, now: now) }
     }
 
     func wait(_ direction: InviteeAccount.Direction) -> UInt64 {
         let now = DispatchTime.now().uptimeNanoseconds
-        return lock.withLock { (direction == .up ? up?.wait(now: now) : down?.wait(now: now)) ?? 0 }
+        return lock.withLock { buckets[direction.rawValue]?.wait(now: now) ?? 0 }
     }
 }

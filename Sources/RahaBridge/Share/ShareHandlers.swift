@@ -11,6 +11,14 @@ final class ShareSlot {
 
     init(ledger: ShareLedger) { self.ledger = ledger }
 
+    /// A share node's connection starts with its meter and upload pacer,
+    /// which act once the connection is tied to an invitee.
+    static func installed(for ledger: ShareLedger, in pipeline: ChannelPipeline.SynchronousOperations) throws -> ShareSlot {
+        let slot = ShareSlot(ledger: ledger)
+        try pipeline.addHandlers([ShareMeter(slot: slot), SharePacer(direction: .up) { slot.account }])
+        return slot
+    }
+
     /// Ties the connection to the invitee `clientID`; false when they may not connect now.
     func attach(clientID: String, connection: Channel) -> Bool {
         guard let account = ledger.account(for: clientID), account.attach(connection: connection) else { return false }

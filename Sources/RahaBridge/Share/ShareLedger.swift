@@ -199,7 +199,8 @@ public final class ShareLedger: @unchecked Sendable {
         }
         roster.replace(with: clients)
         for (account, invitee) in updates { account.update(invitee) }
-        divideTotal()
+        // A new total cap holds at once; the next tick divides it.
+        total.set(lock.withLock { circle.totalRate })
     }
 
     // MARK: Ticks
@@ -239,20 +240,20 @@ public final class ShareLedger: @unchecked Sendable {
     private func divideTotal() {
         let (total, accounts) = lock.withLock { (circle.totalRate, Array(self.accounts.values)) }
         self.total.set(total)
-        let activity = accounts.map { $0.tick() }
+        let ticks = accounts.map { $0.tick() }
         guard let total else {
-            for (account, seen) in zip(accounts, activity) { account.setRates(up: seen.rate, down: seen.rate) }
+            for (account, tick) in zip(accounts, ticks) { account.setRates(up: tick.rate, down: tick.rate) }
             return
         }
         let seconds = Double(Self.tickInterval.nanoseconds) / 1e9
-        func shares(_ bytes: (Int) -> Int64, _ waited: (Int) -> Bool) -> [Int64] {
+        let caps = ticks.map { $0.rate.map(Double.init) ?? .infinity }
+        func shares(_ direction: InviteeAccount.Direction) -> [Int64] {
+            let activity = ticks.map { $0.activity[direction.rawValue] }
             // Who is using the link now, and how much they would use: as much as
-            // they can get when they had to wait, else a margin over what they used.
-            let using = accounts.indices.filter { bytes($0) > 0 || waited($0) }
-            let wants = using.map { index -> Double in
-                let cap = activity[index].rate.map(Double.init) ?? .infinity
-                let want = waited(index) ? .infinity : Double(bytes(index)) / seconds * 1.5 + 65_536
-                return min(cap, want)
+            // they can get when they were held back, else a margin over what they used.
+            let using = accounts.indices.filter { activity[$0].bytes > 0 || activity[$0].heldBack }
+            let wants = using.map { index in
+                min(caps[index], activity[index].heldBack ? .infinity : Double(activity[index].bytes) / seconds * 1.5 + 65_536)
             }
             // The shares add up to a little under the cap, so each person's own
             // share is what holds them back, not the shared ceiling (where
@@ -260,12 +261,11 @@ public final class ShareLedger: @unchecked Sendable {
             let divided = FairShare.divide(Double(total) * 0.95, among: wants)
             // Someone starting now gets what one more user would.
             let newcomer = Double(total) / Double(using.count + 1)
-            var out = accounts.indices.map { index in Int64(min(activity[index].rate.map(Double.init) ?? .infinity, newcomer)) }
+            var out = caps.map { Int64(min($0, newcomer)) }
             for (slot, index) in using.enumerated() { out[index] = max(Int64(divided[slot]), 1_000) }
             return out
         }
-        let up = shares({ activity[$0].up }, { activity[$0].waitedUp })
-        let down = shares({ activity[$0].down }, { activity[$0].waitedDown })
+        let up = shares(.up), down = shares(.down)
         for (index, account) in accounts.enumerated() { account.setRates(up: up[index], down: down[index]) }
     }
 }

@@ -28,6 +28,20 @@ public struct RateBucket: Sendable {
         tokens = min(tokens, burst)
     }
 
+    /// Makes `bucket` pace at `rate`: a new bucket if there was none, the
+    /// same one at a new rate if there was, none for no rate.
+    public static func adjust(_ bucket: inout RateBucket?, to rate: Int64?, now: UInt64) {
+        guard let rate else {
+            bucket = nil
+            return
+        }
+        if bucket == nil {
+            bucket = RateBucket(bytesPerSecond: rate, now: now)
+        } else if bucket!.rate != Double(max(rate, 1)) {
+            bucket!.setRate(rate, now: now)
+        }
+    }
+
     public mutating func take(_ bytes: Int, now: UInt64) {
         refill(now)
         tokens -= Double(bytes)

@@ -14,7 +14,10 @@ public enum Rendezvous {
     public static func destination(port: UInt16) -> Endpoint { Endpoint(host: .domain(host), port: port) }
 
     /// The public port a destination asks for, if it is a rendezvous request.
-    public static func port(of destination: Endpoint) -> UInt16? {
+    public static func port(of destination: Endpoint) -> UInt16? { reservedPort(of: destination, host: host) }
+
+    /// The port of a destination naming the reserved `host`, else nil.
+    static func reservedPort(of destination: Endpoint, host: String) -> UInt16? {
         guard case .domain(let name) = destination.host, name == host else { return nil }
         return destination.port
     }
@@ -46,10 +49,7 @@ public enum RendezvousDatagram {
     /// The destination of the stream that carries `port`'s datagrams.
     public static func destination(port: UInt16) -> Endpoint { Endpoint(host: .domain(host), port: port) }
 
-    public static func port(of destination: Endpoint) -> UInt16? {
-        guard case .domain(let name) = destination.host, name == host else { return nil }
-        return destination.port
-    }
+    public static func port(of destination: Endpoint) -> UInt16? { Rendezvous.reservedPort(of: destination, host: host) }
 
     public static func write(tag: UInt32, payload: ByteBuffer, to buffer: inout ByteBuffer) {
         buffer.writeInteger(tag)
