@@ -100,6 +100,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Fuzz targets over every parser that reads untrusted bytes (RahaFuzz),
+        // and raha-fuzz, their libFuzzer binary (scripts/fuzz builds it with
+        // -sanitize=fuzzer,address).
+        .target(name: "RahaFuzz", dependencies: ["RahaWire", "RahaText"]),
+        .executableTarget(name: "raha-fuzz", dependencies: ["RahaFuzz"]),
+        .testTarget(name: "RahaFuzzTests", dependencies: ["RahaFuzz"], exclude: ["Regressions"]),
         .testTarget(name: "RahaWireTests", dependencies: ["RahaWire"]),
         .testTarget(name: "RahaLabTests", dependencies: ["RahaLab", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "RahaQRTests", dependencies: ["RahaQR"]),

@@ -1,3 +1,4 @@
+import RahaWire
 /// Submits messages to a mail server over one connection: `SMTPClientMachine` over a `MailSocket`.
 public enum SMTPSender {
     /// One result per message, in order: the server's acceptance, or why

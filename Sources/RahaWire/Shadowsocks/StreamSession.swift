@@ -88,19 +88,23 @@ struct SealedChunkReader {
     }
 }
 
-/// Writes one direction of a stream: the salt once, then length and payload chunks.
-struct SealedChunkWriter {
-    let method: ShadowsocksMethod
-    let salt: [UInt8]
+/// Writes one direction of a stream: the salt once, then length and payload
+/// chunks. Public for the fuzz targets, which seal chunks of their choosing
+/// (a lying length, a truncated address) so that the reader's parsing past
+/// the AEAD is reached.
+public struct SealedChunkWriter {
+    public let method: ShadowsocksMethod
+    public let salt: [UInt8]
     private var cipher: AEADStreamCipher
 
-    init(credential: ShadowsocksCredential, salt: [UInt8]) {
+    public init(credential: ShadowsocksCredential, salt: [UInt8]) {
         self.method = credential.method
         self.salt = salt
         self.cipher = AEADStreamCipher(method: credential.method, key: credential.subkey(salt: salt))
     }
 
-    mutating func sealChunk<D: DataProtocol>(_ plaintext: D, into out: inout ByteBuffer) {
+    /// Seals `plaintext` as one chunk, whatever it holds.
+    public mutating func sealChunk<D: DataProtocol>(_ plaintext: D, into out: inout ByteBuffer) {
         cipher.seal(plaintext, into: &out)
     }
 

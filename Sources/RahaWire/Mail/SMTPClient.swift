@@ -1,4 +1,3 @@
-import RahaWire
 
 /// One message to submit: the envelope's reverse path and recipients, and
 /// the RFC 5322 message itself (line ends become CRLF when sent).
@@ -262,7 +261,7 @@ public struct SMTPClientMachine: Sendable {
     // MARK: Wire helpers
 
     /// The error for a refusal: 4xx transient, 5xx permanent.
-    static func error(_ reply: SMTPReply, doing command: String) -> MailError {
+    public static func error(_ reply: SMTPReply, doing command: String) -> MailError {
         if reply.isTransient {
             return MailError(.transient, "the mail server refused \(command) for now (\(reply)): it will be tried again")
         }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import RahaMail
+@testable import RahaWire
 
 @Suite struct MailFormatTests {
     @Test func aChunkRoundTripsThroughAMail() {

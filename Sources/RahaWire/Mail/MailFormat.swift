@@ -1,5 +1,4 @@
 import Foundation
-import RahaWire
 
 /// What a courier mail looks like to anyone who reads the mailbox or the
 /// wire: an ordinary mail with a subject, a short text and an attachment.

@@ -1,6 +1,5 @@
 import Testing
-@testable import RahaMail
-import RahaWire
+@testable import RahaWire
 
 @Suite struct SMTPReplyParserTests {
     @Test func readsSingleAndMultiLineRepliesSplitAnywhere() throws {

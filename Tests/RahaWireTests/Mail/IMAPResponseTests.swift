@@ -1,5 +1,5 @@
 import Testing
-@testable import RahaMail
+@testable import RahaWire
 
 @Suite struct IMAPResponseParserTests {
     private func parseAll(_ text: String, cutAt cut: Int? = nil) throws -> [IMAPResponse] {
@@ -62,10 +62,5 @@ import Testing
                 Issue.record("\(error)")
             }
         }
-    }
-
-    @Test func quotesStringsForCommands() {
-        #expect(IMAPSession.quoted(#"a"b\c"#) == #""a\"b\\c""#)
-        #expect(IMAPSession.quoted("INBOX") == "\"INBOX\"")
     }
 }

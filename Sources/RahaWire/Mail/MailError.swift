@@ -21,7 +21,7 @@ public struct MailError: Error, Hashable, Sendable, CustomStringConvertible {
         self.reason = reason
     }
 
-    static func protocolViolation(_ reason: String) -> MailError { MailError(.protocolViolation, reason) }
+    public static func protocolViolation(_ reason: String) -> MailError { MailError(.protocolViolation, reason) }
 
     /// Whether sending again later may succeed.
     public var isRetryable: Bool { kind == .transient || kind == .protocolViolation }
@@ -29,7 +29,7 @@ public struct MailError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String { reason }
 
     /// At most 60 printable characters of what a server sent, for messages.
-    static func excerpt(_ bytes: some Collection<UInt8>) -> String {
+    public static func excerpt(_ bytes: some Collection<UInt8>) -> String {
         let printable = bytes.prefix(60).map { (0x20..<0x7F).contains($0) ? Character(UnicodeScalar($0)) : "?" }
         return String(printable) + (bytes.count > 60 ? "…" : "")
     }

@@ -1,0 +1,86 @@
+import NIOCore
+
+/// One libFuzzer target: a name for `scripts/fuzz`, and a function that must
+/// return for any bytes at all. Beyond not crashing, each target checks
+/// properties of the code it drives (a message read whole and read in
+/// dribbles gives the same result; what is written is read back the same);
+/// a broken property traps, which libFuzzer reports like any crash.
+///
+/// The same functions replay the seed corpora and every crash found so far
+/// in the test suite (Tests/RahaFuzzTests), without sanitizers.
+public struct FuzzTarget: Sendable {
+    public let name: String
+    /// What it reads, for `scripts/fuzz --list`.
+    public let summary: String
+    public let run: @Sendable ([UInt8]) -> Void
+
+    init(_ name: String, _ summary: String, _ run: @escaping @Sendable ([UInt8]) -> Void) {
+        self.name = name
+        self.summary = summary
+        self.run = run
+    }
+
+    public static func named(_ name: String) -> FuzzTarget? {
+        all.first { $0.name == name }
+    }
+
+    public static let all: [FuzzTarget] = [
+        socks5, httpProxy, httpResponse,
+        shadowsocksStream, shadowsocksPacket, trojan, mux, webSocket,
+        dnsMessage, dnsTunnel, arq,
+        smtp, imap, mail,
+        accessKey, html,
+    ]
+}
+
+/// Traps with `message` when a property the target checks does not hold.
+func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError("property broken: " + message()) }
+}
+
+/// The fuzzer's bytes read front to back as a series of choices. Reading past
+/// the end gives zeros, so that every input means something.
+struct FuzzInput {
+    private var bytes: ArraySlice<UInt8>
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+
+    var isEmpty: Bool { bytes.isEmpty }
+
+    mutating func byte() -> UInt8 { bytes.popFirst() ?? 0 }
+
+    mutating func uint16() -> Int { Int(byte()) << 8 | Int(byte()) }
+
+    /// Up to `count` bytes.
+    mutating func take(_ count: Int) -> [UInt8] {
+        let taken = bytes.prefix(count)
+        bytes = bytes.dropFirst(count)
+        return Array(taken)
+    }
+
+    /// A length-prefixed piece (one byte of length): the way targets let the
+    /// fuzzer build a message out of parts.
+    mutating func piece() -> [UInt8] { take(Int(byte())) }
+
+    mutating func rest() -> [UInt8] {
+        defer { bytes = [] }
+        return Array(bytes)
+    }
+}
+
+/// `bytes` cut into pieces of 1 to 16 bytes, their sizes drawn from `seed`:
+/// the same bytes arriving a few at a time, as a slow or hostile peer sends
+/// them.
+func dribbled(_ bytes: [UInt8], seed: UInt8) -> [[UInt8]] {
+    var state = UInt32(seed) | 0x100
+    var pieces: [[UInt8]] = []
+    var start = 0
+    while start < bytes.count {
+        state = state &* 1_103_515_245 &+ 12345
+        let size = 1 + Int((state >> 16) % 16)
+        let end = min(bytes.count, start + size)
+        pieces.append(Array(bytes[start..<end]))
+        start = end
+    }
+    return pieces
+}
