@@ -124,7 +124,7 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
 
     /// Reads ATYP, address and port. Returns nil, with the reader index
     /// unchanged, when the buffer does not yet hold the whole address; throws
-    /// on an unknown address type or an empty domain.
+    /// on an unknown address type, an empty domain or one that is not UTF-8.
     public static func read(from buffer: inout ByteBuffer) throws -> Endpoint? {
         var copy = buffer
         guard let atyp = copy.readInteger(as: UInt8.self) else { return nil }
@@ -140,7 +140,13 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             guard let len = copy.readInteger(as: UInt8.self) else { return nil }
             guard len > 0 else { throw WireError.malformed("the address is a domain name of length zero") }
             guard let bytes = copy.readBytes(length: Int(len)) else { return nil }
-            host = .domain(String(decoding: bytes, as: UTF8.self))
+            // Decoding with repairs would turn each bad byte into three
+            // (U+FFFD), and the name would no longer be the one sent nor fit
+            // its length byte when written on.
+            guard let name = String(validating: bytes, as: UTF8.self) else {
+                throw WireError.malformed("the address is a domain name that is not valid UTF-8")
+            }
+            host = .domain(name)
         default:
             throw WireError.malformed("unknown address type \(atyp): expected 1 (IPv4), 3 (domain) or 4 (IPv6)")
         }

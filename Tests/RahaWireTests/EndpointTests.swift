@@ -52,4 +52,15 @@ import Testing
         var empty = ByteBuffer(bytes: [3, 0, 0, 80])
         #expect(throws: WireError.self) { try Endpoint.read(from: &empty) }
     }
+
+    /// Found by the socks5 fuzz target: a domain of bytes that are not UTF-8
+    /// was decoded with repairs (each bad byte becoming three), so a relay
+    /// wrote on a different name under a length byte that no longer matched it.
+    @Test func rejectsADomainThatIsNotUTF8() {
+        var bad = ByteBuffer(bytes: [3, 4, 0x61, 0xa9, 0xa9, 0x62, 0, 80])
+        #expect(throws: WireError.self) { try Endpoint.read(from: &bad) }
+        #expect(bad.readerIndex == 0)
+        var good = ByteBuffer(bytes: [3, 6] + Array("ایر".utf8) + [0, 80])
+        #expect(throws: Never.self) { try Endpoint.read(from: &good) }
+    }
 }
