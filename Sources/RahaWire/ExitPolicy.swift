@@ -1,11 +1,11 @@
 import NIOCore
-import RahaWire
 
 /// Which destinations a bridge (or a page gateway) will connect to.
 ///
 /// Neither is an open door into its own network: loopback, private,
-/// link-local, unique-local, multicast and unspecified addresses (and their
-/// IPv4-mapped and IPv4-compatible IPv6 forms) are refused unless
+/// link-local, unique-local, multicast and unspecified addresses (and every
+/// IPv6 form that carries an IPv4 address: mapped, compatible, translated,
+/// NAT64, 6to4; Teredo's is refused outright) are refused unless
 /// `allowPrivate` is set. Domains are checked after resolution, so a name
 /// that resolves to such an address is refused too.
 public struct ExitPolicy: Sendable {
@@ -38,6 +38,9 @@ public struct ExitPolicy: Sendable {
             (0xA9FE_0000, 16),  // link-local
             (0xAC10_0000, 12),  // 172.16/12
             (0xC000_0000, 24),  // 192.0.0/24 IETF protocol assignments
+            (0xC000_0200, 24),  // 192.0.2/24 documentation
+            (0xC633_6400, 24),  // 198.51.100/24 documentation
+            (0xCB00_7100, 24),  // 203.0.113/24 documentation
             (0xC0A8_0000, 16),  // 192.168/16
             (0xC612_0000, 15),  // 198.18/15 benchmarking
             (0xE000_0000, 4),   // multicast
@@ -55,11 +58,20 @@ public struct ExitPolicy: Sendable {
             if b[10] == 0 && v4 <= 1 { return false } // :: and ::1
             return isPublicIPv4(v4)
         }
-        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4...11].allSatisfy({ $0 == 0 }) {
-            // NAT64 well-known prefix 64:ff9b::/96 embeds an IPv4 address.
-            let v4 = UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15])
-            return isPublicIPv4(v4)
+        func v4(at i: Int) -> UInt32 { UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3]) }
+        // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+        if b[0..<8].allSatisfy({ $0 == 0 }) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0 {
+            return isPublicIPv4(v4(at: 12))
         }
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b {
+            // NAT64's well-known prefix 64:ff9b::/96 embeds an IPv4 address;
+            // its local-use prefix 64:ff9b:1::/48 leads into a local network.
+            if b[4...11].allSatisfy({ $0 == 0 }) { return isPublicIPv4(v4(at: 12)) }
+            if b[4] == 0 && b[5] == 1 { return false }
+        }
+        if b[0] == 0x20 && b[1] == 0x02 { return isPublicIPv4(v4(at: 2)) }      // 6to4 2002:a.b.c.d::/48
+        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0 { return false } // Teredo 2001::/32 (the client's address is hidden)
+        if b[0] == 0x01 && b[1] == 0x00 && b[2..<8].allSatisfy({ $0 == 0 }) { return false } // 100::/64 discard
         if b[0] & 0xfe == 0xfc { return false }              // fc00::/7 unique local
         if b[0] == 0xfe && b[1] & 0xc0 == 0x80 { return false } // fe80::/10 link-local
         if b[0] == 0xfe && b[1] & 0xc0 == 0xc0 { return false } // fec0::/10 site-local

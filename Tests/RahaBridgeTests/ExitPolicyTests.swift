@@ -16,13 +16,17 @@ import Testing
         "169.254.169.254", "100.64.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "198.18.0.1",
         "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "fec0::1",
         "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a00:1",
+        // IPv4 carried in other IPv6 forms: translated, 6to4, local NAT64; Teredo; discard; documentation.
+        "::ffff:0:7f00:1", "::ffff:0:c0a8:101", "2002:7f00:1::1", "2002:a00:1::", "2002:c0a8:101::1", "64:ff9b:1::a00:1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2", "100::1", "2001:db8::1", "192.0.2.1", "198.51.100.7", "203.0.113.9",
     ])
     func refusesPrivateLoopbackLinkLocalAndTheirMappedForms(ip: String) throws {
         #expect(try !allows(ip), "\(ip) must be refused")
         #expect(try ExitPolicy(allowPrivate: true).allows(SocketAddress(ipAddress: ip, port: 80)))
     }
 
-    @Test(arguments: ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::808:808"])
+    @Test(arguments: ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::808:808",
+                            "::ffff:0:808:808", "2002:808:808::1", "2001:4860:4860::8888"])
     func allowsPublicAddresses(ip: String) throws {
         #expect(try allows(ip), "\(ip) is public")
     }
