@@ -14,6 +14,24 @@ struct Raha: AsyncParsableCommand {
         """,
         subcommands: [BridgeCommand.self, ConnectCommand.self, KeyCommand.self, DoctorCommand.self, MailCommand.self, TextCommand.self, BrowseCommand.self, GatewayCommand.self, ShareCommand.self]
     )
+
+    /// ArgumentParser's own main, after making every file raha creates
+    /// (keys, accounts, the circle, the mail store and SQLite's journals
+    /// beside it, QR pictures) readable by this user alone from its first
+    /// byte, whatever the shell's umask.
+    static func main() async {
+        umask(0o077)
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every long-running command shares.

@@ -105,6 +105,8 @@ public final class Messenger: @unchecked Sendable {
         }
         self.directory = directory
         self.identity = identity
+        // Messages and contacts: as private as the keys.
+        try Self.checkPrivate(directory + "/mail.sqlite")
         store = try MailStore(path: directory + "/mail.sqlite")
     }
 
