@@ -106,6 +106,14 @@ final class RawTCP: @unchecked Sendable {
     /// Takes over an already connected socket.
     init(adopting fd: Int32) { self.fd = fd }
 
+    /// This end's port (the client address a server sees).
+    var localPort: UInt16 {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
     init(port: UInt16, connectTimeout: TimeInterval = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket(): \(String(cString: strerror(errno)))") }
