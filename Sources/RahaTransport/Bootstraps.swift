@@ -4,9 +4,16 @@ import RahaWire
 
 extension ServerBootstrap {
     /// The options every Raha stream listener uses: a deep accept queue,
-    /// quick restarts, half-closure passed through, no Nagle delay.
-    public static func rahaListener(group: EventLoopGroup) -> ServerBootstrap {
+    /// quick restarts, half-closure passed through, no Nagle delay; and the
+    /// process's `ConnectionGate`, so that it never accepts more than its
+    /// descriptors can carry.
+    public static func rahaListener(group: EventLoopGroup, gate: ConnectionGate = .process) -> ServerBootstrap {
         ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGateHandler(gate: gate))
+                }
+            }
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)

@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+
+/// A TCP echo server (Python asyncio) on 127.0.0.1 with the hard descriptor
+/// limit, for holding many proxied connections open at once.
+final class EchoServer {
+    let port: UInt16
+    private let process: ManagedProcess
+
+    init() throws {
+        let script = """
+            import asyncio, resource
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            async def echo(reader, writer):
+                try:
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                        await writer.drain()
+                except Exception:
+                    pass
+                writer.close()
+            async def main():
+                server = await asyncio.start_server(echo, '127.0.0.1', 0, backlog=4096)
+                print('echo listening on', server.sockets[0].getsockname()[1], flush=True)
+                await server.serve_forever()
+            asyncio.run(main())
+            """
+        process = try ManagedProcess("echo server", try Paths.tool("python3", package: "python3"), ["-c", script])
+        let line = try process.waitForLine(startingWith: "echo listening on ")
+        guard let port = UInt16(line.split(separator: " ").last ?? "") else { throw TestFailure("the echo server said “\(line)”") }
+        self.port = port
+    }
+
+    func stop() { process.stop() }
+}
+
+/// CPU time (user and system, in clock ticks of 1/100 s) a process has used.
+func cpuTicks(_ pid: Int32) throws -> Int {
+    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields = stat[stat.index(after: try #require(stat.lastIndex(of: ")")))...].split(separator: " ")
+    return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+}
+
+extension RahaIntegration {
+    @Suite("Load")
+    struct Load {
+        /// A SOCKS5 CONNECT to the echo server through `proxyPort` that
+        /// echoes a byte: the socket, or nil when the proxy turned it away.
+        static func proxiedEcho(proxyPort: UInt16, echoPort: UInt16, byte: UInt8) -> RawTCP? {
+            guard let socket = try? RawTCP(port: proxyPort) else { return nil }
+            do {
+                try socket.send([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, UInt8(echoPort >> 8), UInt8(echoPort & 0xff), byte])
+                let answer = try socket.read(exactly: 2 + 10 + 1, timeout: 30)
+                if answer[0..<2] == [5, 0], answer[3] == 0, answer[12] == byte { return socket }
+            } catch {}
+            socket.close()
+            return nil
+        }
+
+        @Test("Out of descriptors: raha connect and raha bridge turn away at once what they have no room for, keep serving the connections they hold without spinning, and serve new ones once some close")
+        func descriptorsRunOut() throws {
+            let origin = try Origin.shared()
+            let echo = try EchoServer()
+            defer { echo.stop() }
+            let running = Processes()
+            defer { running.stopAll() }
+            // Room for 80 connections at the bridge (192 descriptors: two each, 32
+            // kept back) and 112 at raha connect (256): both gates close in turn.
+            let prlimit = try Paths.tool("prlimit", package: "util-linux")
+            let bridge = try ManagedProcess("raha bridge", prlimit, ["--nofile=192:192", try Paths.rahaBinary(), "bridge",
+                ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: try Ports.free()), "--allow-private", "--no-qr"])
+            running.add(bridge)
+            let key = try bridge.waitForLine(startingWith: "ss://")
+            let proxyPort = try Ports.free()
+            let connect = try ManagedProcess("raha connect", prlimit, ["--nofile=256:256", try Paths.rahaBinary(), "connect", key,
+                "--listen", "127.0.0.1:\(proxyPort)", "--no-memory", "--probe-url", origin.smallURL])
+            running.add(connect)
+            _ = try connect.waitForLine(startingWith: Peers.connectReadyPrefix)
+
+            var held: [RawTCP] = []
+            var turnedAway = 0
+            for attempt in 0..<180 {
+                if let socket = Self.proxiedEcho(proxyPort: proxyPort, echoPort: echo.port, byte: UInt8(attempt & 0xff)) {
+                    held.append(socket)
+                } else {
+                    turnedAway += 1
+                }
+            }
+            #expect(held.count >= 60, "only \(held.count) of 180 connections got through")
+            #expect(turnedAway >= 60, "only \(turnedAway) of 180 connections were turned away: the bridge's limit was not reached")
+            #expect(bridge.output.contains("refusing new connections"), "raha bridge did not say why:\n\(bridge.output)")
+
+            // Then raha connect's own limit: clients that greet and wait hold one descriptor each there.
+            var waiting: [RawTCP] = []
+            var closedAtOnce = 0
+            for _ in 0..<60 {
+                guard let socket = try? RawTCP(port: proxyPort) else { closedAtOnce += 1; continue }
+                try? socket.send([5, 1, 0])
+                if (try? socket.read(exactly: 2, timeout: 30)) == [5, 0] {
+                    waiting.append(socket)
+                } else {
+                    closedAtOnce += 1
+                    socket.close()
+                }
+            }
+            #expect(closedAtOnce >= 1 && !waiting.isEmpty, "\(waiting.count) waiting clients held, \(closedAtOnce) turned away: raha connect's limit was not reached")
+            #expect(connect.output.contains("refusing new connections"), "raha connect did not say why:\n\(connect.output)")
+
+            // Held connections still carry bytes both ways; neither process spins while they sit.
+            for (index, socket) in held.enumerated() {
+                try socket.send([0x42, UInt8(index & 0xff)])
+                #expect(try socket.read(exactly: 2, timeout: 30) == [0x42, UInt8(index & 0xff)], "held connection \(index) stopped echoing")
+            }
+            let before = (try cpuTicks(connect.pid), try cpuTicks(bridge.pid))
+            Thread.sleep(forTimeInterval: 2)
+            let after = (try cpuTicks(connect.pid), try cpuTicks(bridge.pid))
+            // Spinning on accept would use the whole 2 s (200 ticks).
+            #expect(after.0 - before.0 < 60, "raha connect used \(after.0 - before.0) ticks of CPU in 2 s while idle")
+            #expect(after.1 - before.1 < 60, "raha bridge used \(after.1 - before.1) ticks of CPU in 2 s while idle")
+            #expect(connect.isRunning && bridge.isRunning, "a process died:\n\(connect.output)\n\(bridge.output)")
+
+            // Once connections close, new ones get through again.
+            for socket in held + waiting { socket.close() }
+            var recovered: RawTCP?
+            for attempt in 0..<100 where recovered == nil {
+                recovered = Self.proxiedEcho(proxyPort: proxyPort, echoPort: echo.port, byte: UInt8(attempt))
+                if recovered == nil { Thread.sleep(forTimeInterval: 0.1) }
+            }
+            #expect(recovered != nil, "no connection got through after the held ones closed")
+            recovered?.close()
+            for process in [connect, bridge] {
+                #expect(try process.waitForLine(description: "the gate opening again") { $0.contains("accepting connections again") }.contains("turned away while full"))
+            }
+        }
+    }
+}
