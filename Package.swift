@@ -83,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "raha",
             dependencies: [
-                "RahaProxy", "RahaBridge", "RahaLab", "RahaQR", "RahaMail", "RahaText",
+                "RahaProxy", "RahaBridge", "RahaTransport", "RahaLab", "RahaQR", "RahaMail", "RahaText",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

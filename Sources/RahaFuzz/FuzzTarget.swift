@@ -84,3 +84,21 @@ func dribbled(_ bytes: [UInt8], seed: UInt8) -> [[UInt8]] {
     }
     return pieces
 }
+
+/// Everything an incremental parser yields from `pieces` arriving in turn
+/// (each fed, then `next` until it wants more), and the error that ended
+/// it, if one did.
+func parseAll<Parser, Item>(_ pieces: [[UInt8]], _ parser: Parser, feed: (inout Parser, [UInt8]) -> Void,
+                            next: (inout Parser) throws -> Item?) -> (items: [Item], error: String?) {
+    var parser = parser
+    var items: [Item] = []
+    do {
+        for piece in pieces {
+            feed(&parser, piece)
+            while let item = try next(&parser) { items.append(item) }
+        }
+    } catch {
+        return (items, "\(error)")
+    }
+    return (items, nil)
+}

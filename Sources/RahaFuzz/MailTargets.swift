@@ -14,8 +14,9 @@ extension FuzzTarget {
         var input = FuzzInput(data)
         let seed = input.byte()
         let bytes = input.rest()
-        let (read, error) = smtpReplies([bytes])
-        let (readDribbled, errorDribbled) = smtpReplies(dribbled(bytes, seed: seed))
+        let replies = { parseAll($0, SMTPReplyParser(), feed: { $0.feed($1) }, next: { try $0.next() }) }
+        let (read, error) = replies([bytes])
+        let (readDribbled, errorDribbled) = replies(dribbled(bytes, seed: seed))
         check(read == readDribbled && error == errorDribbled, "SMTP replies read whole and in dribbles differ")
 
         let messages = [SMTPMessage(from: "a@domestic.test", recipients: ["b@outside.test", "c@outside.test"], content: Array("Subject: x\r\n\r\nbody".utf8))]
@@ -42,8 +43,10 @@ extension FuzzTarget {
         var input = FuzzInput(data)
         let seed = input.byte()
         let bytes = input.rest()
-        let (read, error) = imapResponses([bytes])
-        let (readDribbled, errorDribbled) = imapResponses(dribbled(bytes, seed: seed))
+        let responses = { parseAll($0, IMAPResponseParser(), feed: { $0.feed($1) }, next: { try $0.next() }) }
+        let (read, error) = responses([bytes])
+        let (readDribbled, errorDribbled) = responses(dribbled(bytes, seed: seed))
+        read.forEach { _ = $0.summary }
         check(read == readDribbled && error == errorDribbled, "IMAP responses read whole and in dribbles differ")
     }
 
@@ -87,35 +90,4 @@ extension FuzzTarget {
             check(opened?.payload == Array(bytes.prefix(2000)) && opened?.sender == sender.publicIdentity, "an envelope did not open to what was sealed")
         }
     }
-}
-
-private func smtpReplies(_ pieces: [[UInt8]]) -> ([SMTPReply], String?) {
-    var parser = SMTPReplyParser()
-    var out: [SMTPReply] = []
-    do {
-        for piece in pieces {
-            parser.feed(piece)
-            while let reply = try parser.next() { out.append(reply) }
-        }
-    } catch {
-        return (out, "\(error)")
-    }
-    return (out, nil)
-}
-
-private func imapResponses(_ pieces: [[UInt8]]) -> ([IMAPResponse], String?) {
-    var parser = IMAPResponseParser()
-    var out: [IMAPResponse] = []
-    do {
-        for piece in pieces {
-            parser.feed(piece)
-            while let response = try parser.next() {
-                _ = response.summary
-                out.append(response)
-            }
-        }
-    } catch {
-        return (out, "\(error)")
-    }
-    return (out, nil)
 }

@@ -125,8 +125,9 @@ extension FuzzTarget {
         let seed = input.byte()
         let bytes = input.rest()
 
-        let (read, error) = muxFrames([bytes])
-        let (readDribbled, errorDribbled) = muxFrames(dribbled(bytes, seed: seed))
+        let frames = { parseAll($0, ByteBuffer(), feed: { $0.writeBytes($1) }, next: { try MuxFrame.read(from: &$0) }) }
+        let (read, error) = frames([bytes])
+        let (readDribbled, errorDribbled) = frames(dribbled(bytes, seed: seed))
         check(read == readDribbled && error == errorDribbled, "mux frames read whole and in dribbles differ")
 
         for role in [MuxSession.Role.client, .server] {
@@ -274,18 +275,4 @@ private func trojanFrames(_ pieces: [[UInt8]]) -> [String] {
         out.append("error \(error)")
     }
     return out
-}
-
-private func muxFrames(_ pieces: [[UInt8]]) -> ([MuxFrame], String?) {
-    var buffer = ByteBuffer()
-    var frames: [MuxFrame] = []
-    do {
-        for piece in pieces {
-            buffer.writeBytes(piece)
-            while let frame = try MuxFrame.read(from: &buffer) { frames.append(frame) }
-        }
-    } catch {
-        return (frames, "\(error)")
-    }
-    return (frames, nil)
 }

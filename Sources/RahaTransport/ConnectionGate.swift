@@ -67,16 +67,31 @@ public final class ConnectionGate: Sendable {
         state.withLockedValue { $0.open -= 1 }
     }
 
+    /// Raises the soft descriptor limit to the hard one (each proxied
+    /// connection needs two); `raha` does this first thing in every serving
+    /// command. Returns the soft limit now in force.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(descriptorResource, &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(descriptorResource, &limit)
+        }
+        return softDescriptorLimit()
+    }
+
     static func softDescriptorLimit() -> Int {
         var limit = rlimit()
-        #if canImport(Glibc)
-        let resource = Int32(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        guard getrlimit(resource, &limit) == 0 else { return 1024 }
+        guard getrlimit(descriptorResource, &limit) == 0 else { return 1024 }
         return Int(min(limit.rlim_cur, 1 << 20)) // "unlimited" is a huge number
     }
+
+    #if canImport(Glibc)
+    private static let descriptorResource = Int32(RLIMIT_NOFILE.rawValue)
+    #else
+    private static let descriptorResource = RLIMIT_NOFILE
+    #endif
 }
 
 /// On a listening channel, ahead of SwiftNIO's acceptor: lets each accepted

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import RahaBridge
+import RahaTransport
 import RahaWire
 
 struct BridgeCommand: AsyncParsableCommand {
@@ -61,7 +62,7 @@ struct BridgeCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        raiseDescriptorLimit()
+        ConnectionGate.raiseDescriptorLimit()
         var keys: [ShadowsocksKey] = []
         var trojanKeys: [TrojanKey] = []
         var dnsSpecs: [(zone: DNSName, address: SocketAddress)] = []

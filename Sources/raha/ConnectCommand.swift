@@ -2,6 +2,7 @@ import ArgumentParser
 import NIOCore
 import NIOPosix
 import RahaProxy
+import RahaTransport
 import RahaWire
 
 struct ConnectCommand: AsyncParsableCommand {
@@ -53,7 +54,7 @@ struct ConnectCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        raiseDescriptorLimit()
+        ConnectionGate.raiseDescriptorLimit()
         var dialers: [StreamDialer] = []
         let keys = try await expandAccessKeys(self.keys)
         let rules = try loadRoutingRules(self.rules)

@@ -58,17 +58,3 @@ struct UsageFailure: Error, CustomStringConvertible {
 func lineBufferedOutput() {
     setvbuf(stdout, nil, _IOLBF, 0)
 }
-
-/// Raises the soft descriptor limit to the hard one: each proxied connection needs two.
-func raiseDescriptorLimit() {
-    var limit = rlimit()
-    #if canImport(Glibc)
-    let resource = Int32(RLIMIT_NOFILE.rawValue)
-    #else
-    let resource = RLIMIT_NOFILE
-    #endif
-    if getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max
-        _ = setrlimit(resource, &limit)
-    }
-}

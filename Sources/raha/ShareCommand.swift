@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import RahaBridge
 import RahaQR
+import RahaTransport
 import RahaWire
 
 struct ShareCommand: AsyncParsableCommand {
@@ -89,7 +90,7 @@ struct ShareCommand: AsyncParsableCommand {
         @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
-            raiseDescriptorLimit()
+            ConnectionGate.raiseDescriptorLimit()
             lineBufferedOutput()
             let directory = location.directory
             var circle: Circle
