@@ -5,13 +5,13 @@ import RahaWire
 // censor's forgeries), the tunnel's use of names and TXT records, the Noise
 // handshake and records, and the ARQ that makes a stream of it all.
 
-private let zone = try! DNSName("t.example.org")
-private let bridgeKey = try! NoiseKeyPair(privateKey: [UInt8](repeating: 0x42, count: 32))
+private let zone = Fixtures.zone
+private let bridgeKey = Fixtures.bridgeKey
 
 extension FuzzTarget {
     /// DNS messages over UDP and TCP: what parses serializes again (with and
     /// without name compression) and parses back the same.
-    static let dnsMessage = FuzzTarget("dns-message", "DNS messages (UDP and TCP framing), parsed and serialized again") { data in
+    static let dnsMessage = FuzzTarget("dns-message", "DNS messages (UDP and TCP framing), parsed and serialized again", seeds: { Seeds.dnsMessage }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let bytes = input.rest()
@@ -22,14 +22,14 @@ extension FuzzTarget {
                 check(again == message, "a DNS message serialized (compress: \(compress)) did not parse back the same")
             }
         }
-        check(dnsTCPMessages([bytes]) == dnsTCPMessages(dribbled(bytes, seed: seed)), "DNS over TCP read whole and in dribbles differ")
+        sameInDribbles(bytes, seed: seed, "DNS over TCP", dnsTCPMessages)
     }
 
     /// The tunnel's framing: a query as the bridge's authoritative server
     /// reads it, a response as the client reads it, the name encodings, the
     /// Noise handshake and records, for garbage and for well-formed
     /// messages carrying what the fuzzer chose.
-    static let dnsTunnel = FuzzTarget("dns-tunnel", "DNS tunnel queries and responses, name encodings, Noise NK handshake and records") { data in
+    static let dnsTunnel = FuzzTarget("dns-tunnel", "DNS tunnel queries and responses, name encodings, Noise NK handshake and records", seeds: { Seeds.dnsTunnel }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let bytes = input.rest()
@@ -94,7 +94,7 @@ extension FuzzTarget {
     /// fuzzer drives (losing, repeating and reordering segments, moving the
     /// clock), where the bridge must read exactly a prefix of what the
     /// client sent, and every segment must fit the room it was given.
-    static let arq = FuzzTarget("arq", "ARQ segments and connections over a lossy, reordering channel") { data in
+    static let arq = FuzzTarget("arq", "ARQ segments and connections over a lossy, reordering channel", seeds: { Seeds.arq }) { data in
         var input = FuzzInput(data)
         let mode = input.byte()
         if mode & 1 == 0 {

@@ -1,4 +1,5 @@
 import NIOCore
+import RahaWire
 
 /// One libFuzzer target: a name for `scripts/fuzz`, and a function that must
 /// return for any bytes at all. Beyond not crashing, each target checks
@@ -13,12 +14,18 @@ public struct FuzzTarget: Sendable {
     /// What it reads, for `scripts/fuzz --list`.
     public let summary: String
     public let run: @Sendable ([UInt8]) -> Void
+    private let makeSeeds: @Sendable () -> [[UInt8]]
 
-    init(_ name: String, _ summary: String, _ run: @escaping @Sendable ([UInt8]) -> Void) {
+    /// - Parameter seeds: the inputs fuzzing starts from (see Seeds.swift).
+    init(_ name: String, _ summary: String, seeds: @escaping @Sendable () -> [[UInt8]], _ run: @escaping @Sendable ([UInt8]) -> Void) {
         self.name = name
         self.summary = summary
+        self.makeSeeds = seeds
         self.run = run
     }
+
+    /// Well-formed inputs in the target's format, shaped like the unit tests' messages.
+    public var seeds: [[UInt8]] { makeSeeds() }
 
     public static func named(_ name: String) -> FuzzTarget? {
         all.first { $0.name == name }
@@ -85,20 +92,55 @@ func dribbled(_ bytes: [UInt8], seed: UInt8) -> [[UInt8]] {
     return pieces
 }
 
-/// Everything an incremental parser yields from `pieces` arriving in turn
-/// (each fed, then `next` until it wants more), and the error that ended
-/// it, if one did.
-func parseAll<Parser, Item>(_ pieces: [[UInt8]], _ parser: Parser, feed: (inout Parser, [UInt8]) -> Void,
-                            next: (inout Parser) throws -> Item?) -> (items: [Item], error: String?) {
-    var parser = parser
+/// What `outcome` makes of `bytes` read whole, which must be what it makes
+/// of them read in dribbles (see `dribbled`); `what` names the bytes in the
+/// message when it is not.
+@discardableResult
+func sameInDribbles<Outcome: Equatable>(_ bytes: [UInt8], seed: UInt8, _ what: String,
+                                        _ outcome: ([[UInt8]]) -> Outcome) -> Outcome {
+    let whole = outcome([bytes])
+    let inDribbles = outcome(dribbled(bytes, seed: seed))
+    check(whole == inDribbles, "\(what) read whole gave \(whole), in dribbles \(inDribbles)")
+    return whole
+}
+
+/// Everything an incremental parser yields, and the error that ended it, if one did.
+struct Parsed<Item: Equatable>: Equatable {
     var items: [Item] = []
+    var error: String?
+}
+
+/// What an incremental parser yields from `pieces` arriving in turn (each
+/// fed, then `next` until it wants more).
+func parseAll<Parser, Item>(_ pieces: [[UInt8]], _ parser: Parser, feed: (inout Parser, [UInt8]) -> Void,
+                            next: (inout Parser) throws -> Item?) -> Parsed<Item> {
+    var parser = parser
+    var parsed = Parsed<Item>()
     do {
         for piece in pieces {
             feed(&parser, piece)
-            while let item = try next(&parser) { items.append(item) }
+            while let item = try next(&parser) { parsed.items.append(item) }
         }
     } catch {
-        return (items, "\(error)")
+        parsed.error = "\(error)"
     }
-    return (items, nil)
+    return parsed
+}
+
+/// The keys and clock the targets and their seeds share, so that a seed
+/// always opens under the key its target tries.
+enum Fixtures {
+    /// One Shadowsocks credential per method family: legacy AEAD (ChaCha and
+    /// AES-GCM) and 2022 (AES-GCM and ChaCha), in the order targets pick them.
+    static let shadowsocks: [ShadowsocksCredential] = [
+        try! ShadowsocksCredential(method: .chacha20IETFPoly1305, password: "fuzz"),
+        try! ShadowsocksCredential(method: .aes256GCM, password: "fuzz"),
+        try! ShadowsocksCredential(method: .blake3AES256GCM, password: Base64.encode([UInt8](repeating: 7, count: 32))),
+        try! ShadowsocksCredential(method: .blake3ChaCha20Poly1305, password: Base64.encode([UInt8](repeating: 9, count: 32))),
+    ]
+    /// The clock (Unix seconds) 2022 streams and packets are stamped and checked at.
+    static let now: UInt64 = 1_750_000_000
+    /// The DNS tunnel's zone and the bridge's Noise key.
+    static let zone = try! DNSName("t.example.org")
+    static let bridgeKey = try! NoiseKeyPair(privateKey: [UInt8](repeating: 0x42, count: 32))
 }

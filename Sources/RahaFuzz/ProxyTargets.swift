@@ -7,14 +7,12 @@ import RahaWire
 extension FuzzTarget {
     /// SOCKS5 negotiation (with and without username/password) and UDP
     /// ASSOCIATE datagram headers.
-    static let socks5 = FuzzTarget("socks5", "SOCKS5 greeting, credentials, request; UDP datagram header") { data in
+    static let socks5 = FuzzTarget("socks5", "SOCKS5 greeting, credentials, request; UDP datagram header", seeds: { Seeds.socks5 }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let credentials = seed & 1 == 1 ? ProxyCredentials(username: "raha", password: "secret") : nil
         let message = input.rest()
-        let whole = socks5Outcome(credentials, [message])
-        let dribbledOutcome = socks5Outcome(credentials, dribbled(message, seed: seed))
-        check(whole == dribbledOutcome, "SOCKS5 read whole gave \(whole), in dribbles \(dribbledOutcome)")
+        sameInDribbles(message, seed: seed, "a SOCKS5 negotiation") { socks5Outcome(credentials, $0) }
 
         if let datagram = try? SOCKS5UDPDatagram.parse(ByteBuffer(bytes: message)) {
             var written = ByteBuffer()
@@ -26,13 +24,11 @@ extension FuzzTarget {
 
     /// HTTP proxy request heads (CONNECT and absolute-form), then the body's
     /// framing (Content-Length or chunked) over what follows.
-    static let httpProxy = FuzzTarget("http-proxy", "HTTP proxy request head, proxy request, request body framing") { data in
+    static let httpProxy = FuzzTarget("http-proxy", "HTTP proxy request head, proxy request, request body framing", seeds: { Seeds.httpProxy }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let message = input.rest()
-        let whole = httpOutcome(request: true, [message])
-        let dribbledOutcome = httpOutcome(request: true, dribbled(message, seed: seed))
-        check(whole == dribbledOutcome, "HTTP request read whole gave \(whole), in dribbles \(dribbledOutcome)")
+        sameInDribbles(message, seed: seed, "an HTTP request") { httpOutcome(request: true, $0) }
 
         var buffer = ByteBuffer(bytes: message)
         guard let head = try? HTTPRequestHead.read(from: &buffer) else { return }
@@ -50,17 +46,12 @@ extension FuzzTarget {
 
     /// What comes back from a web server: response heads, body framing, and
     /// the online-config fetcher's reader.
-    static let httpResponse = FuzzTarget("http-response", "HTTP response head, body framing, online-config response reader") { data in
+    static let httpResponse = FuzzTarget("http-response", "HTTP response head, body framing, online-config response reader", seeds: { Seeds.httpResponse }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let message = input.rest()
-        let whole = httpOutcome(request: false, [message])
-        let dribbledOutcome = httpOutcome(request: false, dribbled(message, seed: seed))
-        check(whole == dribbledOutcome, "HTTP response read whole gave \(whole), in dribbles \(dribbledOutcome)")
-
-        let fetchedWhole = webResponse([message])
-        let fetchedDribbled = webResponse(dribbled(message, seed: seed))
-        check(fetchedWhole == fetchedDribbled, "a web response read whole gave \(fetchedWhole), in dribbles \(fetchedDribbled)")
+        sameInDribbles(message, seed: seed, "an HTTP response") { httpOutcome(request: false, $0) }
+        sameInDribbles(message, seed: seed, "a web response", webResponse)
     }
 }
 

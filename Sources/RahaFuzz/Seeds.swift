@@ -7,31 +7,7 @@ import RahaWire
 // message), so that fuzzing starts from inside every protocol rather than at
 // its front door. `raha-fuzz --seeds DIR` writes them out.
 
-extension FuzzTarget {
-    public var seeds: [[UInt8]] {
-        switch name {
-        case "socks5": Seeds.socks5
-        case "http-proxy": Seeds.httpProxy
-        case "http-response": Seeds.httpResponse
-        case "shadowsocks-stream": Seeds.shadowsocksStream
-        case "shadowsocks-packet": Seeds.shadowsocksPacket
-        case "trojan": Seeds.trojan
-        case "mux": Seeds.mux
-        case "websocket": Seeds.webSocket
-        case "dns-message": Seeds.dnsMessage
-        case "dns-tunnel": Seeds.dnsTunnel
-        case "arq": Seeds.arq
-        case "smtp": Seeds.smtp
-        case "imap": Seeds.imap
-        case "mail": Seeds.mail
-        case "access-key": Seeds.accessKey
-        case "html": Seeds.html
-        default: []
-        }
-    }
-}
-
-private enum Seeds {
+enum Seeds {
     static func text(_ mode: UInt8, _ s: String) -> [UInt8] { [mode] + Array(s.utf8) }
 
     static func bytes(_ write: (inout ByteBuffer) -> Void) -> [UInt8] {
@@ -72,21 +48,17 @@ private enum Seeds {
     }
 
     static var shadowsocksStream: [[UInt8]] {
-        let credentials = [ShadowsocksMethod.chacha20IETFPoly1305, .aes256GCM].map { try! ShadowsocksCredential(method: $0, password: "fuzz") }
-            + [(ShadowsocksMethod.blake3AES256GCM, 7), (.blake3ChaCha20Poly1305, 9)].map {
-                try! ShadowsocksCredential(method: $0.0, password: Base64.encode([UInt8](repeating: UInt8($0.1), count: 32)))
-            }
         var seeds: [[UInt8]] = []
-        for (index, credential) in credentials.enumerated() {
+        for (index, credential) in Fixtures.shadowsocks.enumerated() {
             // A client's request stream, and a bridge's response stream.
             var client = ShadowsocksClientSession(credential: credential, target: example)
             var out = ByteBuffer()
-            client.seal(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n").readableBytesView, into: &out, now: 1_750_000_000)
-            client.seal(ByteBuffer(string: "more").readableBytesView, into: &out, now: 1_750_000_000)
+            client.seal(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n").readableBytesView, into: &out, now: Fixtures.now)
+            client.seal(ByteBuffer(string: "more").readableBytesView, into: &out, now: Fixtures.now)
             seeds.append([UInt8(index)] + Array(out.readableBytesView))
             var server = ShadowsocksServerSession(credential: credential)
             var response = ByteBuffer()
-            server.seal(ByteBuffer(string: "HTTP/1.1 200 OK\r\n\r\n").readableBytesView, into: &response, now: 1_750_000_000)
+            server.seal(ByteBuffer(string: "HTTP/1.1 200 OK\r\n\r\n").readableBytesView, into: &response, now: Fixtures.now)
             seeds.append([UInt8(index)] + Array(response.readableBytesView))
         }
         // Chunks the fuzzer seals itself: legacy length + address and payload;
@@ -101,15 +73,11 @@ private enum Seeds {
 
     static var shadowsocksPacket: [[UInt8]] {
         var seeds: [[UInt8]] = []
-        for index in 0..<4 {
-            let credential = index < 2
-                ? try! ShadowsocksCredential(method: index == 0 ? .chacha20IETFPoly1305 : .aes256GCM, password: "fuzz")
-                : try! ShadowsocksCredential(method: index == 2 ? .blake3AES256GCM : .blake3ChaCha20Poly1305,
-                                             password: Base64.encode([UInt8](repeating: index == 2 ? 7 : 9, count: 32)))
+        for (index, credential) in Fixtures.shadowsocks.enumerated() {
             var cache = ShadowsocksUDP.SubkeyCache()
             let datagram = ShadowsocksDatagram(endpoint: loopback, payload: [0x12, 0x34, 1, 0, 0, 1])
             seeds.append([UInt8(index)] + ShadowsocksUDP.seal(datagram, direction: .clientToServer, credential: credential,
-                                                              sessionID: 5, packetID: 1, now: 1_750_000_000, subkeyCache: &cache))
+                                                              sessionID: 5, packetID: 1, now: Fixtures.now, subkeyCache: &cache))
             seeds.append([UInt8(index) | 0x10] + bytes { _ = loopback.write(to: &$0) } + [0x12, 0x34, 1, 0, 0, 1])
         }
         return seeds
@@ -169,16 +137,15 @@ private enum Seeds {
     }
 
     static var dnsTunnel: [[UInt8]] {
-        let zone = try! DNSName("t.example.org")
+        let zone = Fixtures.zone
         let segment = ARQSegment(session: 0x0102_0304_0506_0708, flags: [], sequence: 1, acknowledgement: 0, window: 64, payload: Array("data".utf8)).encoded()
         let query = try! DNSTunnelCodec.query(payload: [0] + segment, zone: zone, shaping: .default, id: 9, udpPayloadSize: 1232)
         let response = DNSTunnelCodec.response(to: query, payload: segment)
-        let initiator = try! NoiseStream(role: .initiator(responderStatic: try! NoiseKeyPair(privateKey: [UInt8](repeating: 0x42, count: 32)).publicKey))
-        var first = initiator
+        var initiator = try! NoiseStream(role: .initiator(responderStatic: Fixtures.bridgeKey.publicKey))
         return [
             [0] + (try! query.serialize()),
             [0] + (try! response.serialize()),
-            [0] + first.takeOutbound(),
+            [0] + initiator.takeOutbound(),
             [0] + DNSTunnelEncoding.base32.encode(Array("abcdefgh".utf8)),
             [0, 5] + Array("hello".utf8) + [3] + Array("abc".utf8),
         ]

@@ -8,7 +8,7 @@ import RahaWire
 extension FuzzTarget {
     /// Every kind of access key and what else a user may paste: what parses
     /// gives a URI that parses back to the same key.
-    static let accessKey = FuzzTarget("access-key", "ss://, trojan://, dns:// keys, raha: bundles, SIP008, invites, URLs, quantities") { data in
+    static let accessKey = FuzzTarget("access-key", "ss://, trojan://, dns:// keys, raha: bundles, SIP008, invites, URLs, quantities", seeds: { Seeds.accessKey }) { data in
         let text = String(decoding: data, as: UTF8.self)
         if let key = try? ShadowsocksKey(parsing: text) {
             check((try? ShadowsocksKey(parsing: key.uri)) == key, "an ss:// key did not parse back from \(key.uri)")
@@ -41,7 +41,7 @@ extension FuzzTarget {
 
     /// The text browser's renderer: charset detection, the HTML parser, and
     /// the reader (article or whole page).
-    static let html = FuzzTarget("html", "charset decoding, HTML parsing, reader rendering") { data in
+    static let html = FuzzTarget("html", "charset decoding, HTML parsing, reader rendering", seeds: { Seeds.html }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let contentTypes = [nil, "text/html; charset=utf-8", "text/html; charset=windows-1256", "text/html; charset=iso-8859-1"]

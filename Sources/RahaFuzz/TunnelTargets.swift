@@ -4,17 +4,8 @@ import RahaWire
 // What a bridge reads from strangers on its public ports, and what a client
 // reads back from a bridge (or from a censor in the middle).
 
-/// One credential per method family, made once: legacy AEAD (ChaCha and
-/// AES-GCM) and Shadowsocks 2022 (AES-GCM and ChaCha).
-private let credentials: [ShadowsocksCredential] = [
-    try! ShadowsocksCredential(method: .chacha20IETFPoly1305, password: "fuzz"),
-    try! ShadowsocksCredential(method: .aes256GCM, password: "fuzz"),
-    try! ShadowsocksCredential(method: .blake3AES256GCM, password: Base64.encode([UInt8](repeating: 7, count: 32))),
-    try! ShadowsocksCredential(method: .blake3ChaCha20Poly1305, password: Base64.encode([UInt8](repeating: 9, count: 32))),
-]
-
-/// The clock the 2022 targets run at.
-private let now: UInt64 = 1_750_000_000
+private let credentials = Fixtures.shadowsocks
+private let now = Fixtures.now
 
 extension FuzzTarget {
     /// A Shadowsocks TCP stream as the bridge reads it (the request) and as
@@ -22,7 +13,7 @@ extension FuzzTarget {
     /// chooses the plaintext of every chunk, which are then sealed with the
     /// right key, so that what lies behind the AEAD (lengths, the address,
     /// 2022's header) is reached too.
-    static let shadowsocksStream = FuzzTarget("shadowsocks-stream", "Shadowsocks AEAD and 2022 stream decoding, bridge and client side") { data in
+    static let shadowsocksStream = FuzzTarget("shadowsocks-stream", "Shadowsocks AEAD and 2022 stream decoding, bridge and client side", seeds: { Seeds.shadowsocksStream }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let credential = credentials[Int(seed) % credentials.count]
@@ -49,19 +40,14 @@ extension FuzzTarget {
 
         _ = ShadowsocksUserMatch.identify(credentials, start: ByteBuffer(bytes: stream))
 
-        let whole = serverOutcome(credential, [stream])
-        let dribbledOutcome = serverOutcome(credential, dribbled(stream, seed: seed))
-        check(whole == dribbledOutcome, "a Shadowsocks request read whole gave \(whole), in dribbles \(dribbledOutcome)")
-
-        let wholeResponse = clientOutcome(credential, [stream])
-        let dribbledResponse = clientOutcome(credential, dribbled(stream, seed: seed))
-        check(wholeResponse == dribbledResponse, "a Shadowsocks response read whole gave \(wholeResponse), in dribbles \(dribbledResponse)")
+        sameInDribbles(stream, seed: seed, "a Shadowsocks request") { serverOutcome(credential, $0) }
+        sameInDribbles(stream, seed: seed, "a Shadowsocks response") { clientOutcome(credential, $0) }
     }
 
     /// Shadowsocks UDP packets (legacy and 2022, both directions): garbage,
     /// legacy packets sealed around a body the fuzzer chose, and a datagram
     /// the fuzzer describes sealed and opened again.
-    static let shadowsocksPacket = FuzzTarget("shadowsocks-packet", "Shadowsocks AEAD and 2022 UDP packets") { data in
+    static let shadowsocksPacket = FuzzTarget("shadowsocks-packet", "Shadowsocks AEAD and 2022 UDP packets", seeds: { Seeds.shadowsocksPacket }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let credential = credentials[Int(seed) % credentials.count]
@@ -96,7 +82,7 @@ extension FuzzTarget {
     /// The Trojan port: the first bytes' verdict (TLS or not), the Trojan
     /// header after TLS (with the right password hash or not), and the UDP
     /// frames that follow a UDP ASSOCIATE header.
-    static let trojan = FuzzTarget("trojan", "TLS port first bytes, Trojan header, Trojan UDP frames") { data in
+    static let trojan = FuzzTarget("trojan", "TLS port first bytes, Trojan header, Trojan UDP frames", seeds: { Seeds.trojan }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let rest = input.rest()
@@ -104,31 +90,27 @@ extension FuzzTarget {
         // A verdict on the first bytes, once given, holds for every longer prefix.
         var verdict: TLSPortFirstBytes?
         for length in 0...min(rest.count, 64) {
-            let now = TLSPortFirstBytes(rest.prefix(length))
-            if let verdict, verdict != .needMore { check(now == verdict, "the TLS port's verdict changed from \(verdict) to \(now) at \(length) bytes") }
-            verdict = now
+            let current = TLSPortFirstBytes(rest.prefix(length))
+            if let verdict, verdict != .needMore { check(current == verdict, "the TLS port's verdict changed from \(verdict) to \(current) at \(length) bytes") }
+            verdict = current
         }
 
         let hash = Trojan.passwordHash("fuzz")
         let message = seed & 1 == 1 ? hash + [0x0d, 0x0a] + rest : rest
-        let whole = trojanOutcome(hash, [message])
-        let dribbledOutcome = trojanOutcome(hash, dribbled(message, seed: seed))
-        check(whole == dribbledOutcome, "a Trojan header read whole gave \(whole), in dribbles \(dribbledOutcome)")
-
-        check(trojanFrames([rest]) == trojanFrames(dribbled(rest, seed: seed)), "Trojan UDP frames read whole and in dribbles differ")
+        sameInDribbles(message, seed: seed, "a Trojan header") { trojanOutcome(hash, $0) }
+        sameInDribbles(rest, seed: seed, "Trojan UDP frames", trojanFrames)
     }
 
     /// Mux frames and both ends' session machines, and the rendezvous's
     /// datagram framing, which rides a mux stream.
-    static let mux = FuzzTarget("mux", "mux frames and sessions (client and server), rendezvous datagram framing") { data in
+    static let mux = FuzzTarget("mux", "mux frames and sessions (client and server), rendezvous datagram framing", seeds: { Seeds.mux }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let bytes = input.rest()
 
-        let frames = { parseAll($0, ByteBuffer(), feed: { $0.writeBytes($1) }, next: { try MuxFrame.read(from: &$0) }) }
-        let (read, error) = frames([bytes])
-        let (readDribbled, errorDribbled) = frames(dribbled(bytes, seed: seed))
-        check(read == readDribbled && error == errorDribbled, "mux frames read whole and in dribbles differ")
+        let read = sameInDribbles(bytes, seed: seed, "mux frames") {
+            parseAll($0, ByteBuffer(), feed: { $0.writeBytes($1) }, next: { try MuxFrame.read(from: &$0) })
+        }.items
 
         for role in [MuxSession.Role.client, .server] {
             var session = MuxSession(role: role, configuration: .init(maxStreams: 4))
@@ -152,7 +134,7 @@ extension FuzzTarget {
 
     /// The WebSocket port: the upgrade request (bridge side), the upgrade
     /// response (client side), and frames in both directions.
-    static let webSocket = FuzzTarget("websocket", "WebSocket upgrade request and response, frames") { data in
+    static let webSocket = FuzzTarget("websocket", "WebSocket upgrade request and response, frames", seeds: { Seeds.webSocket }) { data in
         var input = FuzzInput(data)
         let seed = input.byte()
         let rest = input.rest()
@@ -173,9 +155,7 @@ extension FuzzTarget {
         _ = WebSocketHandshake.readResponse(from: &response, expectedAccept: accept)
 
         let masked = seed & 1 == 1
-        let whole = webSocketEvents(masked, [rest])
-        let dribbledEvents = webSocketEvents(masked, dribbled(rest, seed: seed))
-        check(whole == dribbledEvents, "WebSocket frames read whole gave \(whole), in dribbles \(dribbledEvents)")
+        sameInDribbles(rest, seed: seed, "WebSocket frames") { webSocketEvents(masked, $0) }
     }
 }
 

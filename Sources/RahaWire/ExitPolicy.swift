@@ -51,14 +51,13 @@ public struct ExitPolicy: Sendable {
 
     public static func isPublicIPv6(_ b: [UInt8]) -> Bool {
         precondition(b.count == 16)
+        func v4(at i: Int) -> UInt32 { UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3]) }
         let firstTenZero = b[0..<10].allSatisfy { $0 == 0 }
         // IPv4-mapped ::ffff:a.b.c.d and the deprecated IPv4-compatible ::a.b.c.d: judge the IPv4 address.
         if firstTenZero && ((b[10] == 0xff && b[11] == 0xff) || (b[10] == 0 && b[11] == 0)) {
-            let v4 = UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15])
-            if b[10] == 0 && v4 <= 1 { return false } // :: and ::1
-            return isPublicIPv4(v4)
+            if b[10] == 0 && v4(at: 12) <= 1 { return false } // :: and ::1
+            return isPublicIPv4(v4(at: 12))
         }
-        func v4(at i: Int) -> UInt32 { UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3]) }
         // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
         if b[0..<8].allSatisfy({ $0 == 0 }) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0 {
             return isPublicIPv4(v4(at: 12))

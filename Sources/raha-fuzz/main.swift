@@ -21,9 +21,9 @@ func answeredOwnCommand() -> Bool {
         return true
     }
     guard arguments.count == 3, arguments[1] == "--seeds" else { return false }
+    mkdir(arguments[2], 0o755)
     for target in FuzzTarget.all {
         let directory = arguments[2] + "/" + target.name
-        mkdir(arguments[2], 0o755)
         mkdir(directory, 0o755)
         for (index, seed) in target.seeds.enumerated() {
             guard let file = fopen(directory + "/seed-\(index)", "wb") else {
