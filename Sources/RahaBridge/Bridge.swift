@@ -35,6 +35,12 @@ public final class Bridge: @unchecked Sendable {
         /// authentication close after exactly the same time.
         public var idleTimeout: TimeAmount
         public var udpTimeout: TimeAmount
+        /// A connection that has not authenticated is closed this long after
+        /// it was accepted, like a failed login (see `PendingHandshakes`).
+        public var handshakeTimeout: TimeAmount
+        /// Connections one source (IPv4 address, IPv6 /64) may hold before
+        /// they authenticate; a newer one closes the oldest.
+        public var pendingPerSource: Int
         /// A share node's circle: when set, the Shadowsocks and Trojan
         /// listeners accept the circle's invitees (not their keys' own
         /// passwords) and meter, pace and cut them off as it says.
@@ -51,6 +57,7 @@ public final class Bridge: @unchecked Sendable {
 
         public init(listeners: [ShadowsocksKey], trojanListeners: [TrojanListener] = [], dnsListeners: [DNSTunnelListener] = [],
                     policy: ExitPolicy = ExitPolicy(), idleTimeout: TimeAmount = .seconds(300), udpTimeout: TimeAmount = .seconds(120),
+                    handshakeTimeout: TimeAmount = .seconds(60), pendingPerSource: Int = 64,
                     share: ShareLedger? = nil, rendezvousLink: TrojanKey? = nil, rendezvous: RendezvousTable? = nil, onward: StreamDialer? = nil) {
             self.share = share
             self.onward = onward
@@ -62,6 +69,8 @@ public final class Bridge: @unchecked Sendable {
             self.policy = policy
             self.idleTimeout = idleTimeout
             self.udpTimeout = udpTimeout
+            self.handshakeTimeout = handshakeTimeout
+            self.pendingPerSource = pendingPerSource
         }
     }
 
@@ -72,12 +81,15 @@ public final class Bridge: @unchecked Sendable {
     private var channels: [Channel] = []
     private var dnsServers: [DNSTunnelServer] = []
     private var links: [RendezvousLink] = []
+    /// Every TCP listener's connections before they authenticate.
+    private let pending: PendingHandshakes
 
     public init(configuration: Configuration, group: EventLoopGroup, threadPool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.group = group
         self.threadPool = threadPool
         self.logger = logger
+        self.pending = PendingHandshakes(deadline: configuration.handshakeTimeout, perSource: configuration.pendingPerSource)
     }
 
     /// The addresses actually bound, in listener order (TCP), once started.
@@ -94,13 +106,15 @@ public final class Bridge: @unchecked Sendable {
             let roster = try ledger?.roster ?? ClientRoster(shadowsocks: ShadowsocksCredential(method: key.method, password: key.password))
             let replay = SharedReplayFilter()
             let idle = configuration.idleTimeout
-            let logger = self.logger
+            let logger = self.logger, pending = self.pending
             let setup: ConnectionSetup = { channel in
                 let sync = channel.pipeline.syncOperations
-                try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+                let handshake = HandshakeGuard(pending: pending)
+                try sync.addHandlers([handshake, IdleStateHandler(allTimeout: idle), IdleCloser()])
                 let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
                 try sync.addHandlers([
                     ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
+                    handshake.makeWatcher(),
                     BridgeExitHandler(exit: exit, logger: logger, share: share),
                 ])
             }
@@ -177,7 +191,7 @@ public final class Bridge: @unchecked Sendable {
         let ledger = configuration.share
         let roster = ledger?.roster ?? ClientRoster(trojanPasswords: [key.password])
         let idle = configuration.idleTimeout, udpTimeout = configuration.udpTimeout
-        let logger = self.logger
+        let logger = self.logger, pending = self.pending
         let site: FallbackDialer = { eventLoop in
             ClientBootstrap.rahaStream(group: eventLoop, connectTimeout: .seconds(5)).connect(to: fallback)
         }
@@ -187,7 +201,8 @@ public final class Bridge: @unchecked Sendable {
         let rendezvous = configuration.rendezvous, tlsContext = tls
         return { channel in
             let sync = channel.pipeline.syncOperations
-            try sync.addHandlers([IdleStateHandler(allTimeout: idle), IdleCloser()])
+            let handshake = HandshakeGuard(pending: pending)
+            try sync.addHandlers([handshake, IdleStateHandler(allTimeout: idle), IdleCloser()])
             let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
             if let tlsContext {
                 try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tlsContext)])
@@ -197,6 +212,7 @@ public final class Bridge: @unchecked Sendable {
             }
             try sync.addHandlers([
                 TrojanServerCodec(roster: roster, fallback: site),
+                handshake.makeWatcher(),
                 BridgeExitHandler(exit: exit, logger: logger, udpTimeout: udpTimeout, share: share, rendezvous: rendezvous),
             ])
         }

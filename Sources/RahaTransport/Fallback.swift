@@ -20,6 +20,7 @@ extension GlueHandler {
                                         dialer: FallbackDialer,
                                         takeReceived: @escaping () -> (bytes: ByteBuffer, inputClosed: Bool)) {
         let client = context.channel
+        context.fireUserInboundEventTriggered(HandedToFallbackEvent())
         let loopBound = NIOLoopBound((handler, context, takeReceived), eventLoop: context.eventLoop)
         client.setOption(.autoRead, value: false).whenComplete { _ in }
         dialer(context.eventLoop).whenComplete { result in

@@ -52,7 +52,7 @@ struct BridgeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Be a rendezvous for share nodes behind NAT: public ports (e.g. 8388,8443 or 20000-30000) they may ask for over this bridge's Trojan listener.", valueName: "ports"))
     var rendezvous: String?
 
-    @Option(help: "Seconds before an idle connection closes (failed handshakes close after the same time).")
+    @Option(help: "Seconds before an idle connection closes.")
     var idleTimeout: Int64 = 300
 
     @Flag(help: "Print only the key text, no QR code.")
@@ -106,7 +106,8 @@ struct BridgeCommand: AsyncParsableCommand {
         }
         let bridge = Bridge(
             configuration: .init(listeners: keys, trojanListeners: trojanListeners, dnsListeners: dnsListeners, policy: serving.policy,
-                                 idleTimeout: .seconds(idleTimeout), rendezvous: rendezvousTable, onward: try serving.onward()),
+                                 idleTimeout: .seconds(idleTimeout), handshakeTimeout: .seconds(serving.handshakeTimeout),
+                                 pendingPerSource: serving.pendingPerSource, rendezvous: rendezvousTable, onward: try serving.onward()),
             group: serving.eventLoops(), threadPool: NIOThreadPool.singleton, logger: logger)
         do { try await bridge.start() } catch { throw UsageFailure("cannot listen: \(error)") }
 
@@ -223,8 +224,16 @@ struct ServingOptions: ParsableArguments {
     @Option(help: "Event-loop threads (default: one per core).")
     var threads: Int?
 
+    @Option(help: "Seconds a connection has to authenticate; then it is closed like a failed login (a wrong key or garbage closes at the same time).")
+    var handshakeTimeout: Int64 = 60
+
+    @Option(help: "Connections one address (an IPv6 /64) may hold before they authenticate; a newer one closes the oldest.")
+    var pendingPerSource = 64
+
     func validate() throws {
         guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
+        guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout: give a number of seconds above 0") }
+        guard pendingPerSource > 0 else { throw ValidationError("--pending-per-source: give a number above 0") }
     }
 
     var policy: ExitPolicy { ExitPolicy(allowPrivate: allowPrivate) }

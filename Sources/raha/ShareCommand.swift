@@ -146,7 +146,8 @@ struct ShareCommand: AsyncParsableCommand {
             let bridge = Bridge(
                 configuration: .init(listeners: [ssKey], trojanListeners: [trojanKey, webSocketKey].map { TrojanListener(key: $0, identity: identity) },
                                      dnsListeners: dnsListeners,
-                                     policy: serving.policy, share: ledger, rendezvousLink: link, onward: try serving.onward()),
+                                     policy: serving.policy, handshakeTimeout: .seconds(serving.handshakeTimeout),
+                                     pendingPerSource: serving.pendingPerSource, share: ledger, rendezvousLink: link, onward: try serving.onward()),
                 group: group, threadPool: NIOThreadPool.singleton, logger: logging.makeLogger(label: "raha.share"))
             do {
                 try await bridge.start()

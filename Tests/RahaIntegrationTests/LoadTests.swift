@@ -134,5 +134,94 @@ extension RahaIntegration {
                 #expect(try process.waitForLine(description: "the gate opening again") { $0.contains("accepting connections again") }.contains("turned away while full"))
             }
         }
+
+        static func randomBytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255) } }
+
+        @Test("Slowloris: strangers trickling handshakes from one address hold at most --pending-per-source of the bridge's connections, and every connection that has not authenticated closes at --handshake-timeout like a failed login, while clients get through")
+        func slowHandshakesCannotFillTheBridge() throws {
+            let origin = try Origin.shared()
+            let echo = try EchoServer()
+            defer { echo.stop() }
+            let running = Processes()
+            defer { running.stopAll() }
+            // Room for 80 connections (192 descriptors): 200 strangers would fill it
+            // four times over, were it not for the limit of 16 per address.
+            let data = try Paths.temporaryDirectory("bridge-data")
+            ProcessRegistry.shared.removeAtExit(data.path)
+            let ssPort = try Ports.free(), trojanPort = try Ports.free()
+            let prlimit = try Paths.tool("prlimit", package: "util-linux")
+            let bridge = try ManagedProcess("raha bridge", prlimit, ["--nofile=192:192", try Paths.rahaBinary(), "bridge",
+                ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: ssPort),
+                trojanListener(password: randomPassword(), port: trojanPort, transport: .tls, path: "/"),
+                "--data", data.path, "--allow-private", "--no-qr",
+                "--handshake-timeout", "3", "--pending-per-source", "16", "--idle-timeout", "300"])
+            running.add(bridge)
+            let key = try bridge.waitForLine(startingWith: "ss://")
+            let proxyPort = try Ports.free()
+            let connect = try ManagedProcess("raha connect", try Paths.rahaBinary(), ["connect", key,
+                "--listen", "127.0.0.1:\(proxyPort)", "--no-memory", "--probe-url", origin.smallURL])
+            running.add(connect)
+            _ = try connect.waitForLine(startingWith: Peers.connectReadyPrefix)
+
+            // 200 strangers from 127.0.0.2, each with the first byte of a handshake.
+            var strangers: [RawTCP] = []
+            for _ in 0..<200 {
+                let socket = try RawTCP(port: ssPort, from: "127.0.0.2")
+                try socket.send([UInt8.random(in: 0...255)])
+                strangers.append(socket)
+            }
+            // Clients from 127.0.0.1 still get through, and stay once authenticated.
+            var held: [RawTCP] = []
+            for index in 0..<40 {
+                if let socket = Self.proxiedEcho(proxyPort: proxyPort, echoPort: echo.port, byte: UInt8(index)) { held.append(socket) }
+            }
+            #expect(held.count == 40, "only \(held.count) of 40 clients got through while strangers trickled")
+
+            // The strangers go on trickling a byte at a time; each is closed, either for
+            // a newer one from its address or at the deadline, trickling or not.
+            var endings: [ReadEnding?] = Array(repeating: nil, count: strangers.count)
+            var received = 0
+            let giveUp = Date().addingTimeInterval(ManagedProcess.hangGuard)
+            while endings.contains(nil), Date() < giveUp {
+                for (index, socket) in strangers.enumerated() where endings[index] == nil {
+                    switch socket.receive(timeout: 0.001) {
+                    case .success(let bytes): received += bytes.count
+                    case .failure(let end) where end.ending != .timeout: endings[index] = end.ending
+                    case .failure: try? socket.send([UInt8.random(in: 0...255)])
+                    }
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            #expect(received == 0, "the bridge answered strangers with \(received) bytes")
+            #expect(!endings.contains(nil), "\(endings.filter { $0 == nil }.count) trickling strangers were never closed")
+            // A byte sent as the bridge closed may come back as a reset; what the bridge itself does is a FIN.
+            #expect(endings.allSatisfy { $0 == .eof || $0 == .reset }, "strangers' connections ended as \(Set(endings.compactMap { $0?.description }))")
+            #expect(endings.filter { $0 == .eof }.count >= 150, "only \(endings.filter { $0 == .eof }.count) of 200 strangers saw the bridge's FIN")
+
+            // The reaction every failure gets, whatever the stranger sent: nothing, then the bridge's FIN.
+            let probes: [(String, UInt16, [UInt8])] = [
+                ("a wrong key's Shadowsocks request", ssPort, Self.randomBytes(32 + 18 + 40)),
+                ("a truncated salt", ssPort, Self.randomBytes(10)),
+                ("nothing at all", ssPort, []),
+                ("half a TLS ClientHello", trojanPort, [22, 3, 1, 0x02, 0x00, 1, 0, 0x01, 0xfc, 3, 3] + Self.randomBytes(20)),
+            ]
+            let reactions = inParallel(probes.map { probe in {
+                guard let socket = try? RawTCP(port: probe.1, from: "127.0.0.3") else { return (bytes: [UInt8](), ending: ReadEnding.error(0)) }
+                if !probe.2.isEmpty { try? socket.send(probe.2) }
+                return socket.readToEnd()
+            } })
+            for ((name, _, _), reaction) in zip(probes, reactions) {
+                #expect(reaction.bytes.isEmpty && reaction.ending == .eof,
+                        "\(name): the bridge answered \(reaction.bytes.count) bytes and then \(reaction.ending), not nothing and then EOF")
+            }
+
+            // The deadline passed for the clients too: being authenticated, they still echo.
+            for (index, socket) in held.enumerated() {
+                try socket.send([0x43, UInt8(index)])
+                #expect(try socket.read(exactly: 2, timeout: 30) == [0x43, UInt8(index)], "client \(index) was closed with the strangers")
+            }
+            #expect(bridge.isRunning, "the bridge died:\n\(bridge.output)")
+            #expect(!bridge.output.contains("refusing new connections"), "strangers filled the bridge:\n\(bridge.output)")
+        }
     }
 }

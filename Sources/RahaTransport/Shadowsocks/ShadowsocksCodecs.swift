@@ -23,8 +23,8 @@ public struct ProxyRequestEvent: Sendable {
 /// Probe policy: whatever goes wrong before a valid, fresh request (wrong
 /// key, garbage, truncation, replay, stale clock), the connection behaves
 /// exactly like a healthy one waiting for more data: it keeps reading and
-/// discarding, never writes, and is closed by the listener's idle timeout
-/// or when the peer closes. A prober learns nothing from lengths or timing.
+/// discarding, never writes, and is closed by the listener's handshake
+/// deadline (`HandshakeGuard`) or idle timeout, or when the peer closes. A prober learns nothing from lengths or timing.
 public final class ShadowsocksServerCodec: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -74,7 +74,7 @@ public final class ShadowsocksServerCodec: ChannelDuplexHandler {
                 context.fireUserInboundEventTriggered(ProxyRequestEvent(target: request.target))
             }
         } catch {
-            // Never answer; keep reading until the idle timeout or the peer closes.
+            // Never answer; keep reading until the handshake deadline or the peer closes.
             logger.debug("rejected a connection that is not a valid, fresh request", metadata: ["code": "\((error as? WireError)?.code.rawValue ?? "io")"])
             draining = true
             start = ByteBuffer()

@@ -114,9 +114,19 @@ final class RawTCP: @unchecked Sendable {
         return UInt16(bigEndian: address.sin_port)
     }
 
-    init(port: UInt16, connectTimeout: TimeInterval = 10) throws {
+    /// Connects to 127.0.0.1:port, from `source` (another loopback address, such as 127.0.0.2) when given.
+    init(port: UInt16, from source: String? = nil, connectTimeout: TimeInterval = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket(): \(String(cString: strerror(errno)))") }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            guard inet_pton(AF_INET, source, &local.sin_addr) == 1 else { close(); throw TestFailure("not an IPv4 address: \(source)") }
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { let e = errno; close(); throw TestFailure("bind to \(source): \(String(cString: strerror(e)))") }
+        }
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         var address = Ports.loopback(port)
