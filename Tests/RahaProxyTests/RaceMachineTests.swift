@@ -106,6 +106,41 @@ struct RaceMachineTests {
         #expect(delays == [5, 15, 60, 60])
     }
 
+    @Test("After total failure, a stream fails at once until demandSeconds have passed; then it starts a race (or joins a running one) and waits for it")
+    func streamsRaceOnDemand() {
+        var machine = RaceMachine(candidateCount: 2, backoffSeconds: [60], demandSeconds: 3)
+        let first = machine.startRace()
+        _ = machine.probeFailed(candidate: 0, race: raceID(first), reason: "refused")
+        let ended = machine.probeFailed(candidate: 1, race: raceID(first), reason: "refused")
+        let demand = ended.compactMap { if case .armDemand(let seconds, let token) = $0 { return (seconds, token) } else { return nil } }.first
+        #expect(demand?.0 == 3, "no demand timer armed: \(ended)")
+        #expect(machine.streamWanted().isEmpty, "a stream raced before the demand timer fired")
+        if case .fail = machine.route {} else { Issue.record("a stream waits before the demand timer fired: \(machine.route)") }
+
+        #expect(machine.demandTimerFired(token: demand!.1 + 1).isEmpty && machine.streamWanted().isEmpty, "a stale timer let a stream race")
+        _ = machine.demandTimerFired(token: demand!.1)
+        let raced = machine.streamWanted()
+        #expect(probed(raced) == [0], "the stream did not start a race")
+        #expect(machine.route == .wait, "the stream does not wait for the race it started")
+        #expect(machine.streamWanted().isEmpty, "a second stream started another race")
+        _ = machine.probeSucceeded(candidate: 0, race: raceID(raced), latencyNanoseconds: 1)
+        #expect(machine.route == .use(0))
+
+        // Total failure again; the backoff's own race is running when the demand timer fires: a stream joins it.
+        let lost = machine.dialFailed(candidate: 0)
+        _ = machine.probeFailed(candidate: 1, race: raceID(lost), reason: "refused")
+        let again = machine.probeFailed(candidate: 0, race: raceID(lost), reason: "refused")
+        let retry = again.compactMap { if case .scheduleRace(_, let token) = $0 { return token } else { return nil } }.first!
+        let demandAgain = again.compactMap { if case .armDemand(_, let token) = $0 { return token } else { return nil } }.first!
+        let background = machine.retryTimerFired(token: retry)
+        if case .fail = machine.route {} else { Issue.record("a background race held streams: \(machine.route)") }
+        _ = machine.demandTimerFired(token: demandAgain)
+        #expect(machine.streamWanted().isEmpty, "a second race started while one runs")
+        #expect(machine.route == .wait, "the stream did not join the running race")
+        _ = machine.probeSucceeded(candidate: 1, race: raceID(background), latencyNanoseconds: 1)
+        #expect(machine.route == .use(1))
+    }
+
     @Test("A stream failing through the winner starts a race with it last; streams wait for that race")
     func dialFailureReraces() {
         var machine = RaceMachine(candidateCount: 3)

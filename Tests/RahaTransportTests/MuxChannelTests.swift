@@ -605,6 +605,39 @@ final class MuxStreamProbe: ChannelInboundHandler {
         #expect(out.filter { $0.kind == .data } == [1, 3, 5].map { MuxFrame(kind: .data, stream: $0, body: ByteBuffer(string: "s\($0)")) })
     }
 
+    @Test func aConnectionWhoseBridgeNeverAnswersANewStreamIsClosed() throws {
+        var configuration = MuxHandler.Configuration.testing
+        configuration.answerTimeout = .seconds(10)
+        let loop = EmbeddedEventLoop()
+        func connection() throws -> (MuxHandler, EmbeddedChannel) {
+            let mux = MuxHandler(role: .client, configuration: configuration)
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.pipeline.syncOperations.addHandler(mux)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return (mux, channel)
+        }
+        // Answered: the bridge's WINDOW for the stream comes back; later silence is no sign of a cut.
+        let (answeredMux, answered) = try connection()
+        _ = try #require(answeredMux.openStream(to: destination)).wait()
+        try answered.writeInbound(frames([.window(stream: 1, increment: 192 * 1024)]))
+        // Unanswered: the OPEN and the data after it vanish on a cut path.
+        let (silentMux, silent) = try connection()
+        let probe = MuxStreamProbe()
+        let stream = try #require(silentMux.openStream(to: destination) { stream in
+            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(probe) }
+        }).wait()
+        stream.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"), promise: nil)
+        loop.advanceTime(by: .seconds(10) - .nanoseconds(1))
+        #expect(silent.isActive, "closed before the answer was due")
+        loop.advanceTime(by: .nanoseconds(1))
+        #expect(!silent.isActive, "a connection that never answered a stream stays open")
+        #expect(probe.events.contains("error:mux-connection-closed") && probe.events.contains("inactive"), "\(probe.events)")
+        #expect(silentMux.openStream(to: destination) == nil, "the dead connection takes new streams")
+        loop.advanceTime(by: .seconds(60))
+        #expect(answered.isActive, "a connection whose bridge answered was closed")
+        _ = try? answered.finish()
+    }
+
     @Test func streamsFollowTheConnectionsWritability() throws {
         let mux = MuxHandler(role: .client, configuration: .testing)
         let channel = try connected(mux)

@@ -8,6 +8,12 @@
 /// fires or at once when an earlier probe fails (RFC 8305's connection
 /// attempt delay). The first verified round trip wins; later results of
 /// that race are ignored.
+///
+/// After every candidate failed, streams fail at once and races repeat with
+/// backoff; but a stream asked for once `demandSeconds` have passed since
+/// then starts a race itself and waits for it, so a bridge that comes back
+/// (restarted, or its link restored) is found as soon as someone needs it,
+/// not only when the backoff, by then minutes long, runs out.
 public struct RaceMachine: Sendable {
     /// What the driver must do.
     public enum Action: Equatable, Sendable {
@@ -22,6 +28,9 @@ public struct RaceMachine: Sendable {
         /// Race again after `seconds` (the background re-probe, or the backoff after total failure);
         /// when the timer fires, send ``retryTimerFired(token:)`` with `token`.
         case scheduleRace(afterSeconds: Int64, token: Int)
+        /// After `seconds`, a stream may start a race again; when the timer fires,
+        /// send ``demandTimerFired(token:)`` with `token`.
+        case armDemand(afterSeconds: Int64, token: Int)
     }
 
     public struct Failure: Equatable, Sendable {
@@ -48,6 +57,8 @@ public struct RaceMachine: Sendable {
         var started = 0
         var failures: [Failure] = []
         var staggerToken: Int
+        /// Streams wait for this race (it was started, or joined, by one) rather than fail at once.
+        var holdsStreams = false
     }
 
     public let candidateCount: Int
@@ -57,6 +68,8 @@ public struct RaceMachine: Sendable {
     public let reprobeSeconds: Int64
     /// Seconds before each race again after every candidate failed; the last repeats.
     public let backoffSeconds: [Int64]
+    /// Seconds after total failure before a stream may start a race of its own.
+    public let demandSeconds: Int64
 
     private var race: Race?
     private var current: Int?
@@ -65,15 +78,18 @@ public struct RaceMachine: Sendable {
     private var nextRaceID = 0
     private var nextToken = 0
     private var retryToken: Int?
+    private var demandToken: Int?
+    private var demandReady = false
 
     public init(candidateCount: Int, remembered: Int? = nil, reprobeSeconds: Int64 = 300,
-                backoffSeconds: [Int64] = [5, 15, 60, 300]) {
+                backoffSeconds: [Int64] = [5, 15, 60, 300], demandSeconds: Int64 = 3) {
         precondition(candidateCount > 0, "at least one candidate")
         precondition(!backoffSeconds.isEmpty, "at least one backoff step")
         self.candidateCount = candidateCount
         preference = Self.order(candidateCount, remembered: remembered)
         self.reprobeSeconds = reprobeSeconds
         self.backoffSeconds = backoffSeconds
+        self.demandSeconds = demandSeconds
     }
 
     private static func order(_ count: Int, remembered: Int?) -> [Int] {
@@ -96,9 +112,30 @@ public struct RaceMachine: Sendable {
 
     public var route: Route {
         if let current { return .use(current) }
+        if race?.holdsStreams == true { return .wait }
         // After total failure, background races do not hold streams up: they fail at once.
         if let lastFailures { return .fail(lastFailures) }
         return .wait // a race is running, or none ran yet (the driver starts one)
+    }
+
+    /// A stream is wanted: starts the first race if none ran yet; after total
+    /// failure, starts one (or joins the running one) if `demandSeconds` have
+    /// passed, so that the stream waits for it. Then ask `route`.
+    public mutating func streamWanted() -> [Action] {
+        guard current == nil else { return [] }
+        if lastFailures == nil { return race == nil ? startRace() : [] }
+        guard demandReady else { return [] }
+        demandReady = false
+        let actions = startRace()
+        race?.holdsStreams = true
+        return actions
+    }
+
+    public mutating func demandTimerFired(token: Int) -> [Action] {
+        guard demandToken == token else { return [] }
+        demandToken = nil
+        demandReady = true
+        return []
     }
 
     public var isRacing: Bool { race != nil }
@@ -149,7 +186,10 @@ public struct RaceMachine: Sendable {
             lastFailures = race.failures
             let delay = backoffSeconds[min(consecutiveFailedRaces, backoffSeconds.count - 1)]
             consecutiveFailedRaces += 1
-            return [.allFailed(race.failures), scheduleRace(after: delay)]
+            nextToken += 1
+            demandToken = nextToken
+            demandReady = false
+            return [.allFailed(race.failures), .armDemand(afterSeconds: demandSeconds, token: nextToken), scheduleRace(after: delay)]
         }
         // Every started probe has failed: start the next at once rather than wait for the stagger.
         if race.failures.count == race.started && race.started < race.order.count {

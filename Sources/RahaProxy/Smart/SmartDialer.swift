@@ -52,6 +52,8 @@ public final class SmartDialer: StreamDialer {
         public var dialDeadline: TimeAmount
         public var reprobeSeconds: Int64 = 300
         public var backoffSeconds: [Int64] = [5, 15, 60, 300]
+        /// After total failure, how long before a stream may start a race of its own.
+        public var demandSeconds: Int64 = 3
         /// How often to look whether the machine moved to another network (a new
         /// default route or resolvers), which starts a race at once; nil: never.
         public var networkCheck: TimeAmount? = .seconds(10)
@@ -117,7 +119,8 @@ public final class SmartDialer: StreamDialer {
         firstRace = promise.futureResult
         state = NIOLockedValueBox(State(
             machine: RaceMachine(candidateCount: candidates.count, remembered: remembered,
-                                 reprobeSeconds: configuration.reprobeSeconds, backoffSeconds: configuration.backoffSeconds),
+                                 reprobeSeconds: configuration.reprobeSeconds, backoffSeconds: configuration.backoffSeconds,
+                                 demandSeconds: configuration.demandSeconds),
             firstReport: promise))
     }
 
@@ -187,7 +190,7 @@ public final class SmartDialer: StreamDialer {
         var route = RaceMachine.Route.wait
         var waiter: EventLoopPromise<Int>?
         handle { machine, waiters in
-            let actions = machine.route == .wait && !machine.isRacing ? machine.startRace() : []
+            let actions = machine.streamWanted()
             route = machine.route
             if route == .wait {
                 waiter = eventLoop.makePromise(of: Int.self)
@@ -240,6 +243,10 @@ public final class SmartDialer: StreamDialer {
                 eventLoop.scheduleTask(in: .seconds(seconds)) {
                     self.handle { machine, _ in machine.retryTimerFired(token: token) }
                 }
+            case .armDemand(let seconds, let token):
+                eventLoop.scheduleTask(in: .seconds(seconds)) {
+                    self.handle { machine, _ in machine.demandTimerFired(token: token) }
+                }
             case .won(let candidate, let latency):
                 let label = candidates[candidate].dialer.label
                 logger.info("using \(label) (verified in \(latency / 1_000_000) ms)")
@@ -279,7 +286,7 @@ extension RaceMachine.Action {
     var endsRace: Bool {
         switch self {
         case .won, .allFailed: return true
-        case .probe, .armStagger, .scheduleRace: return false
+        case .probe, .armStagger, .scheduleRace, .armDemand: return false
         }
     }
 }

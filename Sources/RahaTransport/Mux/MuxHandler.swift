@@ -83,14 +83,23 @@ public final class MuxHandler: ChannelDuplexHandler {
         /// The write-buffer water marks of each stream channel (bytes
         /// written to the stream and not yet sent for lack of window).
         public var streamWriteBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+        /// Client role: a connection on which a stream opened this long ago has
+        /// had no frame back is taken for dead (a path cut without a reset, where
+        /// TCP itself would wait for minutes) and closed, so that new streams
+        /// open another connection, or fail over. A Raha bridge answers every
+        /// OPEN at once with a WINDOW frame. Nil: never (a DNS tunnel, whose
+        /// round trips may be long).
+        public var answerTimeout: TimeAmount?
 
         public init(session: MuxSession.Configuration = .init(), maxAge: TimeAmount? = .minutes(15),
                     padding: MuxPadding = .standard,
-                    streamWriteBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 32 * 1024, high: 64 * 1024)) {
+                    streamWriteBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark = .init(low: 32 * 1024, high: 64 * 1024),
+                    answerTimeout: TimeAmount? = nil) {
             self.session = session
             self.maxAge = maxAge
             self.padding = padding
             self.streamWriteBufferWaterMark = streamWriteBufferWaterMark
+            self.answerTimeout = answerTimeout
         }
     }
 
@@ -115,6 +124,8 @@ public final class MuxHandler: ChannelDuplexHandler {
     private var closingWhenFlushed = false
     /// Completes when the last write to the connection has been written.
     private var lastWrite: EventLoopFuture<Void>?
+    /// Client role: streams opened and not answered yet, each with the timer that closes the connection.
+    private var unanswered: [UInt32: Scheduled<Void>] = [:]
 
     public init(role: MuxSession.Role, configuration: Configuration = Configuration(),
                 inboundStreamInitializer: StreamInitializer? = nil) {
@@ -153,6 +164,14 @@ public final class MuxHandler: ChannelDuplexHandler {
         }
         guard let (id, frames) = session.openStream(to: target) else { return nil }
         for frame in frames { enqueue(frame) }
+        if let timeout = configuration.answerTimeout {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            unanswered[id] = context.eventLoop.scheduleTask(in: timeout) {
+                let (handler, context) = loopBound.value
+                let seconds = timeout.nanoseconds / 1_000_000_000
+                handler.fail(error: MuxError(.connectionClosed, "the bridge did not answer a new stream within \(seconds) s: the path to it seems cut"), context: context)
+            }
+        }
         let channel = makeStream(id: id, request: nil, context: context)
         if session.isDraining { enqueue(session.goAway()) } // that was the last one: tell the server
         flushOutbound()
@@ -261,6 +280,7 @@ public final class MuxHandler: ChannelDuplexHandler {
     // MARK: Inbound frames
 
     private func handle(_ frame: MuxFrame, context: ChannelHandlerContext) throws {
+        if !unanswered.isEmpty { unanswered.removeValue(forKey: frame.stream)?.cancel() }
         let (events, replies) = try session.receive(frame)
         for reply in replies { enqueue(reply) }
         for event in events {
@@ -435,6 +455,8 @@ public final class MuxHandler: ChannelDuplexHandler {
     }
 
     private func closeAllStreams(error: Error) {
+        for timer in unanswered.values { timer.cancel() }
+        unanswered.removeAll()
         let all = Array(streams.values)
         streams.removeAll()
         touched.removeAll()

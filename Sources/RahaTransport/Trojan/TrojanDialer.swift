@@ -17,7 +17,9 @@ public final class TrojanDialer: StreamDialer {
     public init(key: TrojanKey, connectTimeout: TimeAmount = .seconds(10)) throws {
         let connector = try TrojanConnector(key: key, connectTimeout: connectTimeout)
         self.connector = connector
-        muxPool = key.mux ? MuxPool { eventLoop in connector.connect(to: Trojan.muxDestination, on: eventLoop) } : nil
+        muxPool = key.mux ? MuxPool(configuration: .init(answerTimeout: .seconds(10))) { eventLoop in
+            connector.connect(to: Trojan.muxDestination, on: eventLoop)
+        } : nil
     }
 
     public var key: TrojanKey { connector.key }

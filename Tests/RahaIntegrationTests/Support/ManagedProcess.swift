@@ -232,6 +232,14 @@ final class ManagedProcess: @unchecked Sendable {
         return "\(how) \(process.terminationStatus)"
     }
 
+    /// Ends the process with SIGKILL at once, as a crash or a power cut does (no
+    /// cleanup of its own), and waits for it to be gone.
+    func killAbruptly() {
+        if stopped { return }
+        kill(process.processIdentifier, SIGKILL)
+        stop()
+    }
+
     /// Ends the process: SIGTERM, up to 3 s to go, then SIGKILL. Idempotent.
     func stop() {
         if stopped { return }
