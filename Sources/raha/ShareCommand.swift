@@ -97,7 +97,7 @@ struct ShareCommand: AsyncParsableCommand {
             do {
                 try directory.ensureExists()
                 circle = try ShareLedger.load(from: directory) ?? Circle(service: ShareService(
-                    host: "", shadowsocksPort: UInt16.random(in: 20000...60000), trojanPort: UInt16.random(in: 20000...60000), sni: "", pin: nil))
+                    host: "", shadowsocksPort: unusedPort(), trojanPort: unusedPort(), sni: "", pin: nil))
             } catch { throw UsageFailure("\(error)") }
             var link: TrojanKey?
             if let rendezvous {
@@ -116,7 +116,7 @@ struct ShareCommand: AsyncParsableCommand {
             circle.service.lanHost = lan == circle.service.host ? nil : lan
             if let shadowsocksPort { circle.service.shadowsocksPort = shadowsocksPort }
             if let trojanPort { circle.service.trojanPort = trojanPort }
-            circle.service.webSocketPort = webSocketPort ?? circle.service.webSocketPort ?? UInt16.random(in: 20000...60000)
+            circle.service.webSocketPort = webSocketPort ?? circle.service.webSocketPort ?? unusedPort()
             circle.service.webSocketPath = circle.service.webSocketPath ?? "/" + Base64.encode(SecureRandom.bytes(9), urlSafe: true, padded: false)
             if let sni { circle.service.sni = sni } else if circle.service.sni.isEmpty { circle.service.sni = circle.service.host }
             if let totalRate { circle.totalRate = try parseSetting(totalRate, Quantity.parseRate, "--total-rate").value }
@@ -388,4 +388,25 @@ nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
 private func parseSetting(_ text: String, _ parse: (String) throws -> Int64, _ option: String) throws -> ShareLimitsChange.Setting {
     if text.lowercased() == "none" { return .remove }
     do { return .set(try parse(text)) } catch { throw UsageFailure("\(option): \(error)") }
+}
+
+/// A random port for a new circle's listener that nothing uses now (TCP and
+/// UDP), below Linux's ephemeral range so no outgoing connection takes it later.
+func unusedPort() -> UInt16 {
+    func bindable(_ port: UInt16, _ type: Int32) -> Bool {
+        let fd = socket(AF_INET, type, 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+    for _ in 0..<100 {
+        let port = UInt16.random(in: 20000...32767)
+        if bindable(port, Int32(SOCK_STREAM.rawValue)) && bindable(port, Int32(SOCK_DGRAM.rawValue)) { return port }
+    }
+    return UInt16.random(in: 20000...32767)
 }

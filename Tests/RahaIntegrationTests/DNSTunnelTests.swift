@@ -10,11 +10,11 @@ extension RahaIntegration {
         static let zone = "t.raha.test"
 
         /// `raha bridge dns://ZONE@127.0.0.1:PORT` with a fresh data directory; returns it, its key and port.
-        private func dnsBridge(data: URL? = nil) throws -> (ManagedProcess, String, UInt16, URL) {
+        private func dnsBridge(data: URL? = nil, verbose: Bool = false) throws -> (ManagedProcess, String, UInt16, URL) {
             let port = try Ports.free()
             let directory = try data ?? Paths.temporaryDirectory("bridge-data")
             ProcessRegistry.shared.removeAtExit(directory.path)
-            let (bridge, keys) = try Peers.bridge(["dns://\(Self.zone)@127.0.0.1:\(port)"], extra: ["--data", directory.path])
+            let (bridge, keys) = try Peers.bridge(["dns://\(Self.zone)@127.0.0.1:\(port)"], extra: ["--data", directory.path] + (verbose ? ["--verbose"] : []))
             let key = try #require(keys.first)
             #expect(key.hasPrefix("dns://\(Self.zone)?key="), "\(key)")
             return (bridge, key, port, directory)
@@ -30,7 +30,7 @@ extension RahaIntegration {
         func throughUnbound() throws {
             let running = Processes()
             defer { running.stopAll() }
-            let (bridge, key, bridgePort, _) = try dnsBridge()
+            let (bridge, key, bridgePort, _) = try dnsBridge(verbose: true)
             running.add(bridge)
             let resolverName = "resolver.raha.test"
             let certificate = try TestCertificate.make(for: resolverName)
@@ -44,7 +44,7 @@ extension RahaIntegration {
                              ("doh", "doh://127.0.0.1:\(httpsPort)/dns-query")]
             for (kind, resolver) in resolvers {
                 // DoT and DoH check the resolver's certificate against SSL_CERT_FILE (here the test's own CA).
-                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: resolver)],
+                let (connect, proxyPort) = try Peers.connect([self.key(key, resolver: resolver)], extra: ["--verbose"],
                                                              environment: ["SSL_CERT_FILE": certificate.certificateFile])
                 running.add(connect)
                 let using = try connect.waitForLine(startingWith: "Using ")
@@ -56,6 +56,12 @@ extension RahaIntegration {
                                           via: "DNS tunnel (\(kind) to unbound)", processes: [bridge, connect])
                 }
                 connect.stop()
+                // Verbose, both ends: no destination.
+                let origin = try Origin.shared()
+                for process in [connect, bridge] {
+                    #expect(!process.output.contains(":\(origin.port)") && !process.output.contains(Origin.bigName) && !process.output.contains("dns-\(kind).bin"),
+                            "\(process.name) logged a destination:\n\(process.output)")
+                }
             }
             // A resolver whose certificate is not for the name the key expects: no tunnel.
             let (wrongName, _) = try Peers.connect([self.key(key, resolver: "dot://127.0.0.1:\(tlsPort)&sni=other.raha.test")],

@@ -35,6 +35,14 @@ final class EchoServer {
     func stop() { process.stop() }
 }
 
+/// A process's open descriptors and resident memory (KiB).
+func descriptorsAndRSS(_ pid: Int32) throws -> (descriptors: Int, rssKiB: Int) {
+    let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    return (descriptors, Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0)
+}
+
 /// CPU time (user and system, in clock ticks of 1/100 s) a process has used.
 func cpuTicks(_ pid: Int32) throws -> Int {
     let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
@@ -133,6 +141,59 @@ extension RahaIntegration {
             for process in [connect, bridge] {
                 #expect(try process.waitForLine(description: "the gate opening again") { $0.contains("accepting connections again") }.contains("turned away while full"))
             }
+        }
+
+        @Test("Soak (short): rounds of mixed traffic through raha connect and raha bridge (fetches, idle connections dropped, refused destinations, a stranger's garbage) leave both with the descriptors they had after the first rounds, and memory within 10 MB of it")
+        func shortSoak() throws {
+            let origin = try Origin.shared()
+            let echo = try EchoServer()
+            defer { echo.stop() }
+            let running = Processes()
+            defer { running.stopAll() }
+            let bridgePort = try Ports.free()
+            let (bridge, keys) = try Peers.bridge([ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: bridgePort)])
+            running.add(bridge)
+            let (connect, proxyPort) = try Peers.connect(keys)
+            running.add(connect)
+            let closedPort = try Ports.free()
+            func round() throws {
+                for _ in 0..<5 {
+                    let small = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", origin.smallURL])
+                    #expect(small.status == 0 && small.body == origin.small, "a small fetch failed: \(small.stderr)")
+                }
+                let big = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", origin.bigURL])
+                #expect(big.status == 0 && big.body == origin.big, "a 3 MB fetch failed: \(big.stderr)")
+                let idle = (0..<100).compactMap { Self.proxiedEcho(proxyPort: proxyPort, echoPort: echo.port, byte: UInt8($0)) }
+                #expect(idle.count == 100, "only \(idle.count) of 100 idle connections opened")
+                for socket in idle { socket.close() }
+                for _ in 0..<3 {
+                    let refused = try Curl.fetch(["--socks5-hostname", "127.0.0.1:\(proxyPort)", "http://127.0.0.1:\(closedPort)/"])
+                    #expect(refused.status != 0, "a fetch from a closed port worked")
+                }
+                let stranger = try RawTCP(port: bridgePort)
+                try stranger.send(Self.randomBytes(300))
+                stranger.close()
+            }
+            /// Both processes once their descriptors have settled (closes finish after the clients').
+            func settled(atMost limit: [Int]? = nil) throws -> [(descriptors: Int, rssKiB: Int)] {
+                let giveUp = Date().addingTimeInterval(ManagedProcess.hangGuard)
+                var last = try [connect.pid, bridge.pid].map(descriptorsAndRSS)
+                while let limit, zip(last, limit).contains(where: { $0.descriptors > $1 }), Date() < giveUp {
+                    Thread.sleep(forTimeInterval: 0.1)
+                    last = try [connect.pid, bridge.pid].map(descriptorsAndRSS)
+                }
+                return last
+            }
+            for _ in 0..<3 { try round() }
+            Thread.sleep(forTimeInterval: 1)
+            let before = try settled()
+            for _ in 0..<12 { try round() }
+            let after = try settled(atMost: before.map(\.descriptors))
+            for (name, (start, end)) in zip(["raha connect", "raha bridge"], zip(before, after)) {
+                #expect(end.descriptors <= start.descriptors, "\(name) holds \(end.descriptors) descriptors after the rounds, \(start.descriptors) before")
+                #expect(end.rssKiB - start.rssKiB < 10 * 1024, "\(name) grew from \(start.rssKiB / 1024) MB to \(end.rssKiB / 1024) MB")
+            }
+            #expect(connect.isRunning && bridge.isRunning, "a process died:\n\(connect.output)\n\(bridge.output)")
         }
 
         static func randomBytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255) } }

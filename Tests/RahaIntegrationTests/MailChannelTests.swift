@@ -357,6 +357,10 @@ extension RahaIntegration {
             let (_, refused) = try browse(["http://127.0.0.1:\(origin.port)/news-article.html", "--reload"])
             #expect(refused.contains("over today's quota (3 pages"), "\(refused)")
             #expect(gateway.output.contains("Answered"), "\(gateway.output)")
+            // The gateway counts what it answered and never says what: no address, page or site in its output.
+            for page in ["news-article", "wiki-page", "water-2026", ":\(origin.port)", "127.0.0.1"] {
+                #expect(!gateway.output.contains(page), "the gateway wrote “\(page)”:\n\(gateway.output)")
+            }
         }
 
         @Test("raha text fetches a URL itself and renders it; a fetcher that keeps off private addresses refuses a name that resolves to loopback")

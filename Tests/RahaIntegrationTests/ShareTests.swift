@@ -20,7 +20,8 @@ extension RahaIntegration {
         func everyPartOfAnInviteWorks() throws {
             let running = Processes()
             defer { running.stopAll() }
-            let node = try ShareNode()
+            // Verbose: even its most detailed log names no destination.
+            let node = try ShareNode(extra: ["--verbose"])
             defer { node.stop() }
             let origin = try Origin.shared()
             let invite = try node.invite("Maryam")

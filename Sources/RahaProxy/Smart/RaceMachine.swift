@@ -82,7 +82,7 @@ public struct RaceMachine: Sendable {
     private var demandReady = false
 
     public init(candidateCount: Int, remembered: Int? = nil, reprobeSeconds: Int64 = 300,
-                backoffSeconds: [Int64] = [5, 15, 60, 300], demandSeconds: Int64 = 3) {
+                backoffSeconds: [Int64] = [5, 15, 60, 300], demandSeconds: Int64 = 1) {
         precondition(candidateCount > 0, "at least one candidate")
         precondition(!backoffSeconds.isEmpty, "at least one backoff step")
         self.candidateCount = candidateCount

@@ -53,7 +53,7 @@ public final class SmartDialer: StreamDialer {
         public var reprobeSeconds: Int64 = 300
         public var backoffSeconds: [Int64] = [5, 15, 60, 300]
         /// After total failure, how long before a stream may start a race of its own.
-        public var demandSeconds: Int64 = 3
+        public var demandSeconds: Int64 = 1
         /// How often to look whether the machine moved to another network (a new
         /// default route or resolvers), which starts a race at once; nil: never.
         public var networkCheck: TimeAmount? = .seconds(10)

@@ -126,6 +126,8 @@ public final class MuxHandler: ChannelDuplexHandler {
     private var lastWrite: EventLoopFuture<Void>?
     /// Client role: streams opened and not answered yet, each with the timer that closes the connection.
     private var unanswered: [UInt32: Scheduled<Void>] = [:]
+    /// Called (on the event loop) when the connection is closed for an unanswered stream.
+    var onAnswerTimeout: (() -> Void)?
 
     public init(role: MuxSession.Role, configuration: Configuration = Configuration(),
                 inboundStreamInitializer: StreamInitializer? = nil) {
@@ -169,6 +171,7 @@ public final class MuxHandler: ChannelDuplexHandler {
             unanswered[id] = context.eventLoop.scheduleTask(in: timeout) {
                 let (handler, context) = loopBound.value
                 let seconds = timeout.nanoseconds / 1_000_000_000
+                handler.onAnswerTimeout?()
                 handler.fail(error: MuxError(.connectionClosed, "the bridge did not answer a new stream within \(seconds) s: the path to it seems cut"), context: context)
             }
         }

@@ -56,7 +56,12 @@ public final class MuxPool: Sendable {
             if let existing = table[key] { return (existing.opening, false) }
             let configuration = Self.varied(self.configuration)
             let opening = connect(eventLoop).flatMapThrowing { channel in
-                try channel.pipeline.syncOperations.addHandler(MuxHandler(role: .client, configuration: configuration))
+                let mux = MuxHandler(role: .client, configuration: configuration)
+                // One connection's bridge not answering means the path to it is cut: the
+                // other loops' connections go the same way, so they are dropped at once
+                // rather than each left to time out a stream of its own.
+                mux.onAnswerTimeout = { [weak self] in self?.dropAll() }
+                try channel.pipeline.syncOperations.addHandler(mux)
                 return channel
             }
             table[key] = Entry(opening: opening)
@@ -89,6 +94,16 @@ public final class MuxPool: Sendable {
             varied.maxAge = .nanoseconds(Int64.random(in: (age.nanoseconds / 2)...(age.nanoseconds + age.nanoseconds / 2)))
         }
         return varied
+    }
+
+    /// Closes and forgets every open connection, so that the next stream opens a new one.
+    private func dropAll() {
+        let dropped = connections.withLockedValue { table -> [Channel] in
+            let open = table.filter { $0.value.channel != nil }
+            for key in open.keys { table[key] = nil }
+            return open.values.compactMap(\.channel)
+        }
+        for channel in dropped { channel.close(promise: nil) }
     }
 
     /// Drops the loop's connection if it is still `channel`.
