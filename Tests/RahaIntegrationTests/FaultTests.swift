@@ -67,6 +67,50 @@ extension RahaIntegration {
             #expect(connect.isRunning, "raha connect exited:\n\(connect.output)")
         }
 
+        @Test("Idle and half-open proxied connections are reaped at the bridge's --idle-timeout (one silent both ways, one whose client half-closed towards a destination that never answers), taking their descriptors with them; a connection in use is kept")
+        func idleAndHalfOpenConnectionsAreReaped() throws {
+            let silent = try SilentListener()
+            let echo = try EchoServer()
+            defer { echo.stop() }
+            let running = Processes()
+            defer { running.stopAll() }
+            let (bridge, keys) = try Peers.bridge([ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: try Ports.free())],
+                                                  extra: ["--idle-timeout", "2"])
+            running.add(bridge)
+            let (connect, proxyPort) = try Peers.connect(keys)
+            running.add(connect)
+            let before = try descriptorsAndRSS(bridge.pid).descriptors
+            func proxied(to port: UInt16) throws -> RawTCP {
+                let socket = try RawTCP(port: proxyPort)
+                try socket.send([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, UInt8(port >> 8), UInt8(port & 0xff)])
+                #expect(try socket.read(exactly: 12)[0..<2] == [5, 0])
+                return socket
+            }
+            let idle = try proxied(to: silent.port)
+            let halfOpen = try proxied(to: silent.port)
+            try halfOpen.send(Array("a request the destination never reads".utf8))
+            halfOpen.shutdownOutput()
+            let busy = try proxied(to: echo.port)
+            // The busy one talks every half second, for twice the idle timeout; the others say nothing.
+            for round in 0..<8 {
+                try busy.send([UInt8(round)])
+                #expect(try busy.read(exactly: 1, timeout: 30) == [UInt8(round)], "a connection in use was closed")
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+            for (name, socket) in [("the idle connection", idle), ("the half-open connection", halfOpen)] {
+                let (bytes, ending) = socket.readToEnd()
+                #expect(bytes.isEmpty && ending == .eof, "\(name) ended with \(bytes.count) bytes and \(ending), not reaped")
+            }
+            busy.close()
+            var after = try descriptorsAndRSS(bridge.pid).descriptors
+            let giveUp = Date().addingTimeInterval(ManagedProcess.hangGuard)
+            while after > before && Date() < giveUp {
+                Thread.sleep(forTimeInterval: 0.1)
+                after = try descriptorsAndRSS(bridge.pid).descriptors
+            }
+            #expect(after <= before, "the bridge holds \(after) descriptors after the reaping, \(before) before")
+        }
+
         @Test("A link cut in the lab (the bridge's end of a veth set down, so packets vanish) and restored: new streams go through the transport on the other link, and back through the first once it is restored and the other cut",
               .enabled(if: canCreateNamespaces, "needs root to create network namespaces"))
         func linkCutAndRestored() throws {
