@@ -67,6 +67,12 @@ extension RahaIntegration {
             return nil
         }
 
+        /// `raha ARGUMENTS` under `prlimit --nofile=N:N`, so that its gate is sized from N descriptors.
+        static func raha(_ name: String, descriptors: Int, _ arguments: [String]) throws -> ManagedProcess {
+            try ManagedProcess(name, try Paths.tool("prlimit", package: "util-linux"),
+                               ["--nofile=\(descriptors):\(descriptors)", try Paths.rahaBinary()] + arguments)
+        }
+
         @Test("Out of descriptors: raha connect and raha bridge turn away at once what they have no room for, keep serving the connections they hold without spinning, and serve new ones once some close")
         func descriptorsRunOut() throws {
             let origin = try Origin.shared()
@@ -76,13 +82,12 @@ extension RahaIntegration {
             defer { running.stopAll() }
             // Room for 80 connections at the bridge (192 descriptors: two each, 32
             // kept back) and 112 at raha connect (256): both gates close in turn.
-            let prlimit = try Paths.tool("prlimit", package: "util-linux")
-            let bridge = try ManagedProcess("raha bridge", prlimit, ["--nofile=192:192", try Paths.rahaBinary(), "bridge",
+            let bridge = try Self.raha("raha bridge", descriptors: 192, ["bridge",
                 ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: try Ports.free()), "--allow-private", "--no-qr"])
             running.add(bridge)
             let key = try bridge.waitForLine(startingWith: "ss://")
             let proxyPort = try Ports.free()
-            let connect = try ManagedProcess("raha connect", prlimit, ["--nofile=256:256", try Paths.rahaBinary(), "connect", key,
+            let connect = try Self.raha("raha connect", descriptors: 256, ["connect", key,
                 "--listen", "127.0.0.1:\(proxyPort)", "--no-memory", "--probe-url", origin.smallURL])
             running.add(connect)
             _ = try connect.waitForLine(startingWith: Peers.connectReadyPrefix)
@@ -200,7 +205,6 @@ extension RahaIntegration {
 
         @Test("Slowloris: strangers trickling handshakes from one address hold at most --pending-per-source of the bridge's connections, and every connection that has not authenticated closes at --handshake-timeout like a failed login, while clients get through")
         func slowHandshakesCannotFillTheBridge() throws {
-            let origin = try Origin.shared()
             let echo = try EchoServer()
             defer { echo.stop() }
             let running = Processes()
@@ -210,19 +214,14 @@ extension RahaIntegration {
             let data = try Paths.temporaryDirectory("bridge-data")
             ProcessRegistry.shared.removeAtExit(data.path)
             let ssPort = try Ports.free(), trojanPort = try Ports.free()
-            let prlimit = try Paths.tool("prlimit", package: "util-linux")
-            let bridge = try ManagedProcess("raha bridge", prlimit, ["--nofile=192:192", try Paths.rahaBinary(), "bridge",
+            let bridge = try Self.raha("raha bridge", descriptors: 192, ["bridge",
                 ssURI(method: "chacha20-ietf-poly1305", password: randomPassword(), port: ssPort),
                 trojanListener(password: randomPassword(), port: trojanPort, transport: .tls, path: "/"),
                 "--data", data.path, "--allow-private", "--no-qr",
                 "--handshake-timeout", "3", "--pending-per-source", "16", "--idle-timeout", "300"])
             running.add(bridge)
-            let key = try bridge.waitForLine(startingWith: "ss://")
-            let proxyPort = try Ports.free()
-            let connect = try ManagedProcess("raha connect", try Paths.rahaBinary(), ["connect", key,
-                "--listen", "127.0.0.1:\(proxyPort)", "--no-memory", "--probe-url", origin.smallURL])
+            let (connect, proxyPort) = try Peers.connect([try bridge.waitForLine(startingWith: "ss://")])
             running.add(connect)
-            _ = try connect.waitForLine(startingWith: Peers.connectReadyPrefix)
 
             // 200 strangers from 127.0.0.2, each with the first byte of a handshake.
             var strangers: [RawTCP] = []
