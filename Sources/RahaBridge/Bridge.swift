@@ -31,8 +31,7 @@ public final class Bridge: @unchecked Sendable {
         public var trojanListeners: [TrojanListener]
         public var dnsListeners: [DNSTunnelListener]
         public var policy: ExitPolicy
-        /// Idle connections close after this long; connections that failed
-        /// authentication close after exactly the same time.
+        /// Connections with no bytes either way for this long are closed.
         public var idleTimeout: TimeAmount
         public var udpTimeout: TimeAmount
         /// A connection that has not authenticated is closed this long after
@@ -109,8 +108,7 @@ public final class Bridge: @unchecked Sendable {
             let logger = self.logger, pending = self.pending
             let setup: ConnectionSetup = { channel in
                 let sync = channel.pipeline.syncOperations
-                let handshake = HandshakeGuard(pending: pending)
-                try sync.addHandlers([handshake, IdleStateHandler(allTimeout: idle), IdleCloser()])
+                let handshake = try Self.addTimeouts(to: sync, pending: pending, idle: idle)
                 let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
                 try sync.addHandlers([
                     ShadowsocksServerCodec(roster: roster, replayFilter: replay, logger: logger),
@@ -161,6 +159,16 @@ public final class Bridge: @unchecked Sendable {
     /// stream a rendezvous carried to it. Runs on the channel's event loop.
     typealias ConnectionSetup = @Sendable (Channel) throws -> Void
 
+    /// What every listener's connection starts with: the handshake deadline
+    /// and limit per source, then the idle timeout. The guard's watcher goes
+    /// after the listener's server codec.
+    private static func addTimeouts(to sync: ChannelPipeline.SynchronousOperations, pending: PendingHandshakes,
+                                    idle: TimeAmount) throws -> HandshakeGuard {
+        let handshake = HandshakeGuard(pending: pending)
+        try sync.addHandlers([handshake, IdleStateHandler(allTimeout: idle), IdleCloser()])
+        return handshake
+    }
+
     /// Listens at `endpoint` with `setup` for every connection, and, on a
     /// share node behind NAT, keeps a link to the rendezvous for the same port.
     private func listen(at endpoint: Endpoint, _ setup: @escaping ConnectionSetup, datagramSetup: ConnectionSetup? = nil) async throws -> Channel {
@@ -201,8 +209,7 @@ public final class Bridge: @unchecked Sendable {
         let rendezvous = configuration.rendezvous, tlsContext = tls
         return { channel in
             let sync = channel.pipeline.syncOperations
-            let handshake = HandshakeGuard(pending: pending)
-            try sync.addHandlers([handshake, IdleStateHandler(allTimeout: idle), IdleCloser()])
+            let handshake = try Self.addTimeouts(to: sync, pending: pending, idle: idle)
             let share = try ledger.map { try ShareSlot.installed(for: $0, in: sync) }
             if let tlsContext {
                 try sync.addHandlers([TLSRecordSniffer(fallback: site), NIOSSLServerHandler(context: tlsContext)])

@@ -24,7 +24,8 @@ public struct ProxyRequestEvent: Sendable {
 /// key, garbage, truncation, replay, stale clock), the connection behaves
 /// exactly like a healthy one waiting for more data: it keeps reading and
 /// discarding, never writes, and is closed by the listener's handshake
-/// deadline (`HandshakeGuard`) or idle timeout, or when the peer closes. A prober learns nothing from lengths or timing.
+/// deadline (`HandshakeGuard`) or idle timeout, or when the peer closes. A
+/// prober learns nothing from lengths or timing.
 public final class ShadowsocksServerCodec: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
